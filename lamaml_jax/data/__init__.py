@@ -1,0 +1,1 @@
+"""Continual-learning benchmarks as host arrays with static shapes."""
