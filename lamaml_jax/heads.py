@@ -1,0 +1,58 @@
+"""Task-incremental heads: masking logits to the classes a task owns, and the loss.
+
+CIFAR-100 and TinyImageNet are task-incremental: task t owns the logits
+[t * C, (t + 1) * C) with C = classes_per_task; logits outside are masked at train
+and test time. MNIST benchmarks are single-head (classes_per_task=None).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import jax
+import jax.numpy as jnp
+
+from lamaml_jax.types import Batch
+
+
+def mask_logits(logits: jax.Array, task: jax.Array,
+                classes_per_task: Optional[int]) -> jax.Array:
+  """Sets logits outside each sample's task range to -inf.
+
+  Args:
+    logits: [B, num_outputs].
+    task: [B] int task id per sample (or a scalar for the whole batch).
+    classes_per_task: logits per task, or None for a single shared head.
+
+  Returns:
+    [B, num_outputs] logits; unchanged when classes_per_task is None.
+  """
+  if classes_per_task is None:
+    return logits
+  task = jnp.broadcast_to(jnp.asarray(task), logits.shape[:1])
+  cls = jnp.arange(logits.shape[-1])
+  lo = (task * classes_per_task)[:, None]
+  inside = (cls[None, :] >= lo) & (cls[None, :] < lo + classes_per_task)
+  return jnp.where(inside, logits, -jnp.inf)
+
+
+def cross_entropy(logits: jax.Array, batch: Batch,
+                  classes_per_task: Optional[int]) -> jax.Array:
+  """Weighted mean cross-entropy, each sample scored on its own task's head.
+
+  Equals the official code's slice-then-CE (`take_multitask_loss`): masking with
+  -inf removes the other logits from the softmax exactly.
+
+  Args:
+    logits: [B, num_outputs] unmasked network outputs.
+    batch: the samples (uses y, task, weight).
+    classes_per_task: see `mask_logits`.
+
+  Returns:
+    scalar sum_i w_i CE_i / max(sum_i w_i, tiny).
+  """
+  masked = mask_logits(logits, batch.task, classes_per_task)
+  log_norm = jax.nn.logsumexp(masked, axis=-1)
+  label_logit = jnp.take_along_axis(masked, batch.y[:, None], axis=-1)[:, 0]
+  per_sample = log_norm - label_logit
+  w = batch.weight.astype(per_sample.dtype)
+  return jnp.sum(w * per_sample) / jnp.maximum(jnp.sum(w), 1e-12)

@@ -1,0 +1,239 @@
+"""La-MAML and its variants from one implementation (paper §4-5, DESIGN §2).
+
+| method  | α learned | weight step                         | meta-loss | replay push        |
+|---------|-----------|-------------------------------------|-----------|--------------------|
+| lamaml  | yes       | θ ← θ − relu(α_new) ⊙ clip(∇θ L)    | mean      | first epoch+glance |
+| sync    | yes       | θ ← θ − β clip(∇θ L)                | mean      | first epoch+glance |
+| cmaml   | no (α=α0) | θ ← θ − β clip(∇θ L)                | mean      | first epoch+glance |
+| laer    | yes       | θ ← θ − relu(α_new) ⊙ clip(∇θ ℓ_ER) | last      | every call         |
+
+All four are values of `LaMAMLHparams`; `preset(method)` gives the table's choices
+and a config may override any of them.
+
+One `observe` call, per glance g = 0..glances-1:
+  1. shuffle the stream batch (B samples of task t);
+  2. meta batch = up to R replay samples (drawn before this glance's push) + stream;
+  3. k inner steps on consecutive slices of the stream (`lookahead`), meta-loss;
+  4. clip ∇α and ∇θ separately to global norm `grad_clip_norm`;
+  5. α ← α − η ∇α if α is learned; then the weight step of the table;
+  6. reservoir-push the stream batch (after glance 0 of epoch 0, or every call).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal, NamedTuple, Optional, Union
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from lamaml_jax import lookahead
+from lamaml_jax import replay as replay_lib
+from lamaml_jax.learners import base
+from lamaml_jax.types import Batch, Params, PRNGKey
+
+METHODS = ("lamaml", "sync", "cmaml", "laer")
+
+
+@dataclasses.dataclass(frozen=True)
+class LaMAMLHparams:
+  """Hyperparameters; names follow the official flags.
+
+  Attributes:
+    alpha_init: initial value α0 of every per-parameter learning rate.
+    opt_lr: η, SGD step size of the learning rates (official `--opt_lr`).
+    opt_wt: β, SGD step size of the weights for sync updates (`--opt_wt`).
+    learn_lr: learn α (La-MAML, Sync, La-ER) or keep it fixed (C-MAML).
+    sync_update: weight step θ ← θ − β∇θ (Sync, C-MAML) instead of the
+      asynchronous θ ← θ − relu(α)⊙∇θ (La-MAML, La-ER).
+    weight_grad: 'meta' (∇θ of the meta-loss) or 'replay' (La-ER: gradient of the
+      plain replay loss on the meta batch at θ0).
+    glances: meta-updates per incoming batch (single-pass setting).
+    inner_steps: k; the stream batch is split into k slices of B/k samples.
+    first_order: drop second-order terms in the hypergradient.
+    grad_clip_norm: global-norm clip of ∇θ and of ∇α (separately).
+    inner_grad_clamp: elementwise clamp of inner gradients (None: off).
+    relu_inner_lrs: relu(α) in the inner step (official MNIST code).
+    meta_loss: 'mean' over inner steps (official) or 'last' (Algorithm 1).
+    replay_batch_size: replay samples R in the meta batch.
+    memory_size: reservoir capacity.
+    use_old_task_memory: replay from the snapshot of the buffer taken when the
+      task switched (official CIFAR `--use_old_task_memory`); False replays from the
+      live buffer (what the official MNIST code does even with the flag set, since
+      it aliases the two).
+    push_every_call: push every stream batch after the update (ER, La-ER) instead
+      of only during the first glance of the first epoch.
+    scan_unroll: unroll of the inner `lax.scan` (see `LookaheadOptions.unroll`).
+  """
+  alpha_init: float = 0.15
+  opt_lr: float = 0.3
+  opt_wt: float = 0.1
+  learn_lr: bool = True
+  sync_update: bool = False
+  weight_grad: Literal["meta", "replay"] = "meta"
+  glances: int = 5
+  inner_steps: int = 10
+  first_order: bool = True
+  grad_clip_norm: float = 2.0
+  inner_grad_clamp: Optional[float] = None
+  relu_inner_lrs: bool = True
+  meta_loss: Literal["mean", "last"] = "mean"
+  replay_batch_size: int = 10
+  memory_size: int = 200
+  use_old_task_memory: bool = False
+  push_every_call: bool = False
+  scan_unroll: Union[int, bool] = True
+
+  def __post_init__(self):
+    base.check_positive("alpha_init", self.alpha_init)
+    base.check_positive("opt_lr", self.opt_lr)
+    base.check_positive("opt_wt", self.opt_wt)
+    base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
+    for name in ("glances", "inner_steps", "memory_size"):
+      if int(getattr(self, name)) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+    if self.replay_batch_size < 0:
+      raise ValueError(f"replay_batch_size must be >= 0, got {self.replay_batch_size!r}.")
+    if self.replay_batch_size > self.memory_size:
+      raise ValueError(
+          f"replay_batch_size={self.replay_batch_size} exceeds memory_size="
+          f"{self.memory_size}; lower the replay batch or enlarge the memory.")
+    if self.weight_grad not in ("meta", "replay"):
+      raise ValueError(f"weight_grad must be 'meta' or 'replay', got {self.weight_grad!r}.")
+    if self.weight_grad == "replay" and self.sync_update:
+      raise ValueError("weight_grad='replay' (La-ER) needs sync_update=False.")
+    if not self.learn_lr and self.weight_grad == "replay":
+      raise ValueError("weight_grad='replay' (La-ER) needs learn_lr=True.")
+
+  @property
+  def lookahead_options(self) -> lookahead.LookaheadOptions:
+    return lookahead.LookaheadOptions(
+        first_order=self.first_order, grad_clamp=self.inner_grad_clamp,
+        relu_lrs=self.relu_inner_lrs, meta_loss=self.meta_loss,
+        unroll=self.scan_unroll)
+
+
+def preset(method: str) -> dict:
+  """The structural choices that define each variant (see the module table)."""
+  presets = {
+      "lamaml": dict(learn_lr=True, sync_update=False, weight_grad="meta"),
+      "sync": dict(learn_lr=True, sync_update=True, weight_grad="meta"),
+      "cmaml": dict(learn_lr=False, sync_update=True, weight_grad="meta"),
+      "laer": dict(learn_lr=True, sync_update=False, weight_grad="replay",
+                   meta_loss="last", push_every_call=True),
+  }
+  if method not in presets:
+    raise ValueError(f"Unknown La-MAML variant {method!r}; choose one of {METHODS}.")
+  return presets[method]
+
+
+class LaMAMLState(NamedTuple):
+  """Everything a La-MAML learner carries between calls.
+
+  params/lrs: θ and α (same structure); lr_opt_state/wt_opt_state: optax states of
+  the α and β SGD steps; memory: live reservoir; old_memory: its snapshot at the
+  last task switch; task: [] current task; step: [] meta-updates so far; key: PRNG.
+  """
+  params: Params
+  lrs: Params
+  lr_opt_state: optax.OptState
+  wt_opt_state: optax.OptState
+  memory: replay_lib.ReplayBuffer
+  old_memory: replay_lib.ReplayBuffer
+  task: jax.Array
+  step: jax.Array
+  key: PRNGKey
+
+
+def make(hp: LaMAMLHparams, network: nn.Module,
+         classes_per_task: Optional[int]) -> base.Learner:
+  """Builds the learner; `observe` and `predict` are jit-compiled."""
+  loss_fn = base.make_loss(network, classes_per_task)
+  options = hp.lookahead_options
+  lr_tx = optax.sgd(hp.opt_lr)
+  wt_tx = optax.sgd(hp.opt_wt)
+
+  def check_batch(batch: Batch):
+    b = batch.y.shape[0]
+    if hp.inner_steps > b or b % hp.inner_steps:
+      raise ValueError(
+          f"inner_steps={hp.inner_steps} must divide the batch size {b} (and not "
+          f"exceed it); set inner_steps to a divisor of {b} or change batch_size.")
+
+  def init(key: PRNGKey, example: Batch) -> LaMAMLState:
+    check_batch(example)
+    init_key, key = jax.random.split(key)
+    params = network.init(init_key, example.x)["params"]
+    lrs = jax.tree_util.tree_map(lambda p: jnp.full_like(p, hp.alpha_init), params)
+    memory = replay_lib.init(hp.memory_size, example.x.shape[1:], example.x.dtype)
+    return LaMAMLState(
+        params=params, lrs=lrs, lr_opt_state=lr_tx.init(lrs),
+        wt_opt_state=wt_tx.init(params), memory=memory, old_memory=memory,
+        task=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32), key=key)
+
+  def meta_update(params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch):
+    inner = lookahead.split_into_slices(stream, hp.inner_steps)
+    loss, g_w, g_a, aux = lookahead.meta_gradients(
+        loss_fn, params, lrs, inner, meta_batch, options, wrt_lrs=hp.learn_lr)
+    if hp.weight_grad == "replay":
+      g_w = jax.grad(loss_fn)(params, meta_batch)
+    g_w = base.clip_by_global_norm(g_w, hp.grad_clip_norm)
+    if hp.learn_lr:
+      g_a = base.clip_by_global_norm(g_a, hp.grad_clip_norm)
+      updates, lr_opt_state = lr_tx.update(g_a, lr_opt_state)
+      lrs = optax.apply_updates(lrs, updates)
+    if hp.sync_update:
+      updates, wt_opt_state = wt_tx.update(g_w, wt_opt_state)
+      params = optax.apply_updates(params, updates)
+    else:
+      params = jax.tree_util.tree_map(
+          lambda p, a, g: p - jax.nn.relu(a) * g, params, lrs, g_w)
+    finite = base.all_finite(loss, g_w, params, lrs)
+    return params, lrs, lr_opt_state, wt_opt_state, loss, aux, finite
+
+  def observe(state: LaMAMLState, batch: Batch, epoch: jax.Array
+              ) -> tuple[LaMAMLState, dict]:
+    check_batch(batch)
+    b = batch.y.shape[0]
+    task = batch.task[0]
+    old_memory = base.tree_select(task != state.task, state.memory, state.old_memory)
+    key, glance_key, push_key = jax.random.split(state.key, 3)
+
+    def glance(carry, inputs):
+      params, lrs, lr_opt_state, wt_opt_state, memory = carry
+      index, k = inputs
+      perm_key, replay_key = jax.random.split(k)
+      stream = jax.tree_util.tree_map(
+          lambda a: a[jax.random.permutation(perm_key, b)], batch)
+      source = memory
+      if hp.use_old_task_memory:
+        source = base.tree_select(task > 0, old_memory, memory)
+      meta_batch = base.concat_batches(
+          replay_lib.sample(source, replay_key, hp.replay_batch_size), stream)
+      params, lrs, lr_opt_state, wt_opt_state, loss, aux, finite = meta_update(
+          params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch)
+      if not hp.push_every_call:
+        push = (index == 0) & (epoch == 0)
+        memory = jax.lax.cond(
+            push, lambda m: replay_lib.add(m, push_key, stream), lambda m: m, memory)
+      out = {"loss": loss, "inner_loss": jnp.mean(aux["inner_loss"]), "finite": finite}
+      return (params, lrs, lr_opt_state, wt_opt_state, memory), out
+
+    carry = (state.params, state.lrs, state.lr_opt_state, state.wt_opt_state,
+             state.memory)
+    glance_keys = jax.random.split(glance_key, hp.glances)
+    carry, outs = jax.lax.scan(glance, carry, (jnp.arange(hp.glances), glance_keys))
+    params, lrs, lr_opt_state, wt_opt_state, memory = carry
+    if hp.push_every_call:
+      memory = replay_lib.add(memory, push_key, batch)
+    new_state = LaMAMLState(
+        params=params, lrs=lrs, lr_opt_state=lr_opt_state,
+        wt_opt_state=wt_opt_state, memory=memory, old_memory=old_memory,
+        task=task.astype(jnp.int32), step=state.step + hp.glances, key=key)
+    metrics = {"loss": outs["loss"][-1], "inner_loss": outs["inner_loss"][-1],
+               "finite": jnp.all(outs["finite"])}
+    return new_state, metrics
+
+  return base.Learner(init=init, observe=jax.jit(observe),
+                      predict=jax.jit(base.make_predict(network, classes_per_task)))

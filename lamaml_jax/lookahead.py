@@ -1,0 +1,139 @@
+"""The look-ahead core: k inner SGD steps with per-parameter learning rates, the
+meta-loss on a replay-augmented batch, and its gradients (hypergradients).
+
+Notation (paper §4, Appendix A): weights θ0, per-parameter learning rates α,
+inner batches b_0..b_{k-1} from the incoming task, meta batch b_m (replay + current).
+
+  inner step  θ_{i+1} = θ_i − α ⊙ clamp(∇ℓ(θ_i; b_i))                     (Eq. 6)
+  meta-loss   L = mean_{i=1..k} L_meta(θ_i; b_m)   (official code, 'mean')
+              L = L_meta(θ_k; b_m)                  (Algorithm 1, 'last')
+
+Gradients ∂L/∂θ0 and ∂L/∂α come from `jax.grad` through the unrolled `lax.scan`.
+First order treats each inner gradient as a constant (`stop_gradient`): then
+∂θ_{i+1}/∂θ_i = I and ∂θ_{i+1}/∂α = −g_i, so for k = 1
+∂L/∂α = −∇L_meta(θ1) ⊙ ∇ℓ(θ0) (Appendix A's closed form).
+Second order differentiates through the inner gradients (Hessian-vector terms).
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Literal, Optional, Union
+
+import jax
+import jax.numpy as jnp
+
+from lamaml_jax.types import Batch, Params
+
+LossFn = Callable[[Params, Batch], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class LookaheadOptions:
+  """Static options of the inner loop (hashable, so they can close over jit).
+
+  Attributes:
+    first_order: treat inner gradients as constants (the official `--second_order`
+      flag unset).
+    grad_clamp: clamp each inner-gradient element to [-c, c] (official CIFAR code:
+      c = grad_clip_norm); None disables it (the official MNIST code's clamp is a
+      no-op because its result is discarded).
+    relu_lrs: use relu(α) in the inner step (official MNIST code) instead of raw α
+      (official CIFAR code and the paper).
+    meta_loss: 'mean' over the k inner steps (official La-MAML) or only the 'last'
+      (Algorithm 1; La-ER).
+    unroll: `lax.scan` unroll of the inner loop. XLA:CPU runs convolutions in a
+      rolled loop on a slow path (DESIGN §6), so the default unrolls fully.
+  """
+  first_order: bool = True
+  grad_clamp: Optional[float] = None
+  relu_lrs: bool = False
+  meta_loss: Literal["mean", "last"] = "mean"
+  unroll: Union[int, bool] = True
+
+  def __post_init__(self):
+    if self.meta_loss not in ("mean", "last"):
+      raise ValueError(f"meta_loss must be 'mean' or 'last', got {self.meta_loss!r}.")
+    if self.grad_clamp is not None and not self.grad_clamp > 0:
+      raise ValueError(f"grad_clamp must be positive or None, got {self.grad_clamp}.")
+
+
+def inner_step(loss_fn: LossFn, params: Params, lrs: Params, batch: Batch,
+               options: LookaheadOptions) -> tuple[Params, jax.Array]:
+  """One inner SGD step θ' = θ − α ⊙ g with g = clamp(∇ℓ(θ; batch)).
+
+  Returns:
+    (θ', ℓ(θ; batch)).
+  """
+  loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+  if options.first_order:
+    grads = jax.lax.stop_gradient(grads)
+  if options.grad_clamp is not None:
+    c = options.grad_clamp
+    grads = jax.tree_util.tree_map(lambda g: jnp.clip(g, -c, c), grads)
+  if options.relu_lrs:
+    lrs = jax.tree_util.tree_map(jax.nn.relu, lrs)
+  new_params = jax.tree_util.tree_map(lambda p, a, g: p - a * g, params, lrs, grads)
+  return new_params, loss
+
+
+def lookahead_loss(loss_fn: LossFn, params: Params, lrs: Params,
+                   inner_batches: Batch, meta_batch: Batch,
+                   options: LookaheadOptions) -> tuple[jax.Array, dict]:
+  """Runs the k-step unroll and returns the meta-loss.
+
+  Args:
+    loss_fn: (params, batch) -> scalar loss.
+    params: θ0.
+    lrs: α, same structure as params.
+    inner_batches: Batch whose leaves have a leading axis k: [k, B/k, ...].
+    meta_batch: Batch [M, ...] scored after each inner step.
+    options: see `LookaheadOptions`.
+
+  Returns:
+    (meta-loss, aux) with aux = {'inner_loss': [k], 'meta_losses': [k] or [1],
+    'fast_params': θ_k}.
+  """
+  with_meta = options.meta_loss == "mean"
+
+  def body(fast, inner_batch):
+    fast, inner = inner_step(loss_fn, fast, lrs, inner_batch, options)
+    meta = loss_fn(fast, meta_batch) if with_meta else jnp.zeros((), inner.dtype)
+    return fast, (inner, meta)
+
+  fast, (inner_losses, meta_losses) = jax.lax.scan(
+      body, params, inner_batches, unroll=options.unroll)
+  if with_meta:
+    meta = jnp.mean(meta_losses)
+  else:
+    meta = loss_fn(fast, meta_batch)
+    meta_losses = meta[None]
+  return meta, {"inner_loss": inner_losses, "meta_losses": meta_losses,
+                "fast_params": fast}
+
+
+def meta_gradients(loss_fn: LossFn, params: Params, lrs: Params,
+                   inner_batches: Batch, meta_batch: Batch,
+                   options: LookaheadOptions, wrt_lrs: bool = True
+                   ) -> tuple[jax.Array, Params, Optional[Params], dict]:
+  """Meta-loss and its gradients w.r.t. θ0 and (if `wrt_lrs`) α.
+
+  Returns:
+    (meta_loss, ∂L/∂θ0, ∂L/∂α or None, aux).
+  """
+  def f(p, a):
+    return lookahead_loss(loss_fn, p, a, inner_batches, meta_batch, options)
+
+  argnums = (0, 1) if wrt_lrs else 0
+  (loss, aux), grads = jax.value_and_grad(f, argnums=argnums, has_aux=True)(params, lrs)
+  if wrt_lrs:
+    return loss, grads[0], grads[1], aux
+  return loss, grads, None, aux
+
+
+def split_into_slices(batch: Batch, k: int) -> Batch:
+  """Reshapes a [B, ...] batch into k consecutive slices [k, B/k, ...]."""
+  b = batch.y.shape[0]
+  if k < 1 or k > b or b % k:
+    raise ValueError(f"inner_steps={k} must be in [1, batch size {b}] and divide it; "
+                     f"choose k among the divisors of {b}.")
+  return jax.tree_util.tree_map(lambda a: a.reshape((k, b // k, *a.shape[1:])), batch)

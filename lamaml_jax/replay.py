@@ -1,0 +1,101 @@
+"""A reservoir replay buffer as pure functions on fixed-size arrays.
+
+Reservoir sampling (Vitter's Algorithm R): after n items have been offered, each
+is held with probability min(1, capacity / n). The official code draws the slot
+with `random.randint(0, age)` (inclusive, one too many) and samples the replay
+batch with replacement; here both are exact: slots are uniform in [0, n) and
+replay batches are drawn without replacement.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from lamaml_jax.types import Batch, PRNGKey
+
+
+class ReplayBuffer(NamedTuple):
+  """Fixed-capacity storage.
+
+  Attributes:
+    x: [capacity, *input_shape] stored inputs.
+    y: [capacity] int32 labels.
+    task: [capacity] int32 task ids.
+    size: [] int32 number of filled slots (<= capacity).
+    seen: [] int32 number of items offered so far (reservoir's n).
+  """
+  x: jax.Array
+  y: jax.Array
+  task: jax.Array
+  size: jax.Array
+  seen: jax.Array
+
+  @property
+  def capacity(self) -> int:
+    return self.y.shape[0]
+
+
+def init(capacity: int, input_shape: tuple[int, ...],
+         dtype=jnp.float32) -> ReplayBuffer:
+  """An empty buffer holding up to `capacity` samples of `input_shape`."""
+  if capacity < 1:
+    raise ValueError(f"Replay capacity must be >= 1, got {capacity}.")
+  return ReplayBuffer(
+      x=jnp.zeros((capacity, *input_shape), dtype),
+      y=jnp.zeros((capacity,), jnp.int32),
+      task=jnp.zeros((capacity,), jnp.int32),
+      size=jnp.zeros((), jnp.int32),
+      seen=jnp.zeros((), jnp.int32))
+
+
+def add(buffer: ReplayBuffer, key: PRNGKey, batch: Batch) -> ReplayBuffer:
+  """Offers each sample of `batch` in order to the reservoir.
+
+  Samples with weight 0 (padding) are skipped. Item n (0-based count of items
+  offered before it) goes to slot n while the buffer is filling, else to a slot
+  j ~ U{0..n} kept only if j < capacity.
+  """
+  capacity = buffer.capacity
+  keys = jax.random.split(key, batch.y.shape[0])
+
+  def offer(buf: ReplayBuffer, item):
+    x, y, task, weight, k = item
+    n = buf.seen
+    j = jax.random.randint(k, (), 0, jnp.maximum(n + 1, 1))
+    slot = jnp.where(n < capacity, n, j)
+    slot = jnp.where((slot < capacity) & (weight > 0), slot, capacity)  # dropped
+    real = (weight > 0).astype(jnp.int32)
+    buf = ReplayBuffer(
+        x=buf.x.at[slot].set(x.astype(buf.x.dtype), mode="drop"),
+        y=buf.y.at[slot].set(y, mode="drop"),
+        task=buf.task.at[slot].set(task, mode="drop"),
+        size=jnp.minimum(buf.size + real, capacity),
+        seen=n + real)
+    return buf, None
+
+  buffer, _ = jax.lax.scan(
+      offer, buffer, (batch.x, batch.y, batch.task, batch.weight, keys))
+  return buffer
+
+
+def sample(buffer: ReplayBuffer, key: PRNGKey, num: int) -> Batch:
+  """Draws `num` distinct filled slots uniformly, without replacement.
+
+  While fewer than `num` slots are filled, the missing rows have weight 0 (so a
+  weighted loss over the result averages over min(num, size) real samples, as the
+  official `getBatch` does).
+
+  Returns:
+    Batch with x [num, *input_shape], y, task, weight [num].
+  """
+  if num > buffer.capacity:
+    raise ValueError(f"Cannot sample {num} items from a replay buffer of capacity "
+                     f"{buffer.capacity}; lower replay_batch_size or raise the memory size.")
+  scores = jax.random.uniform(key, (buffer.capacity,))
+  scores = jnp.where(jnp.arange(buffer.capacity) < buffer.size, scores, 2.0)
+  _, idx = jax.lax.top_k(-scores, num)  # the `num` smallest scores
+  weight = (jnp.arange(num) < buffer.size).astype(jnp.float32)
+  return Batch(x=buffer.x[idx], y=buffer.y[idx], task=buffer.task[idx],
+               weight=weight)

@@ -1,0 +1,160 @@
+"""La-MAML family learners: update rules, tracing, validation."""
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from lamaml_jax import networks
+from lamaml_jax.learners import lamaml
+from lamaml_jax.types import Batch
+
+NET = networks.MLP(hidden=(8,), num_outputs=3)
+
+
+def batch(key, n=4, task=0, dim=5):
+  kx, ky = jax.random.split(key)
+  return Batch(x=jax.random.normal(kx, (n, dim)), y=jax.random.randint(ky, (n,), 0, 3),
+               task=jnp.full((n,), task, jnp.int32), weight=jnp.ones(n))
+
+
+def hparams(method, **kw):
+  base = dict(alpha_init=0.1, opt_lr=0.2, opt_wt=0.05, glances=1, inner_steps=2,
+              replay_batch_size=2, memory_size=6, grad_clip_norm=1e6,
+              relu_inner_lrs=False)
+  base.update(lamaml.preset(method))
+  base.update(kw)
+  return lamaml.LaMAMLHparams(**base)
+
+
+def loss(params, b):
+  logits = NET.apply({"params": params}, b.x)
+  ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, b.y[:, None], -1)[:, 0]
+  return jnp.mean(ce)
+
+
+def first_order_k1_grads(params, lrs, b):
+  """k = 1, first order, meta batch = stream batch: ∇θ = ∇L(θ1), ∇α = −∇L(θ1) ⊙ g0."""
+  g0 = jax.grad(loss)(params, b)
+  theta1 = jax.tree_util.tree_map(lambda p, a, g: p - a * g, params, lrs, g0)
+  gm = jax.grad(loss)(theta1, b)
+  return gm, jax.tree_util.tree_map(lambda x, y: -x * y, gm, g0)
+
+
+def test_sync_steps_weights_with_opt_wt_and_lrs_with_opt_lr():
+  hp = hparams("sync", inner_steps=1)
+  learner = lamaml.make(hp, NET, None)
+  b = batch(jax.random.PRNGKey(0))
+  s0 = learner.init(jax.random.PRNGKey(1), b)
+  s1, _ = learner.observe(s0, b, jnp.int32(0))  # empty memory: meta batch = stream
+  g_w, g_a = first_order_k1_grads(s0.params, s0.lrs, b)
+  chex.assert_trees_all_close(
+      s1.params, jax.tree_util.tree_map(lambda p, g: p - 0.05 * g, s0.params, g_w),
+      atol=1e-6)
+  chex.assert_trees_all_close(
+      s1.lrs, jax.tree_util.tree_map(lambda a, g: a - 0.2 * g, s0.lrs, g_a), atol=1e-6)
+
+
+def test_lamaml_weight_step_uses_relu_of_updated_lrs():
+  learner = lamaml.make(hparams("lamaml", inner_steps=1), NET, None)
+  b = batch(jax.random.PRNGKey(0))
+  s0 = learner.init(jax.random.PRNGKey(1), b)
+  # One learning-rate element far below zero stays negative after the α step.
+  lrs = s0.lrs
+  lrs["Dense_0"]["kernel"] = lrs["Dense_0"]["kernel"].at[0, 0].set(-50.0)
+  s0 = s0._replace(lrs=lrs)
+  s1, _ = learner.observe(s0, b, jnp.int32(0))
+  g_w, g_a = first_order_k1_grads(s0.params, s0.lrs, b)
+  new_lrs = jax.tree_util.tree_map(lambda a, g: a - 0.2 * g, s0.lrs, g_a)
+  assert float(new_lrs["Dense_0"]["kernel"][0, 0]) < 0
+  assert float(g_w["Dense_0"]["kernel"][0, 0]) != 0
+  assert float(s1.params["Dense_0"]["kernel"][0, 0]) == float(s0.params["Dense_0"]["kernel"][0, 0])
+  chex.assert_trees_all_close(
+      s1.params, jax.tree_util.tree_map(lambda p, a, g: p - jax.nn.relu(a) * g,
+                                        s0.params, new_lrs, g_w), atol=1e-6)
+
+
+def test_cmaml_keeps_learning_rates():
+  learner = lamaml.make(hparams("cmaml"), NET, None)
+  b = batch(jax.random.PRNGKey(0))
+  s = s0 = learner.init(jax.random.PRNGKey(1), b)
+  for i in range(3):
+    s, _ = learner.observe(s, batch(jax.random.PRNGKey(i)), jnp.int32(0))
+  chex.assert_trees_all_equal(s.lrs, s0.lrs)
+  assert not np.allclose(s.params["Dense_0"]["kernel"], s0.params["Dense_0"]["kernel"])
+
+
+def test_global_norm_clip_applies_to_the_weight_step():
+  hp = hparams("sync", inner_steps=1, grad_clip_norm=1e-3)
+  learner = lamaml.make(hp, NET, None)
+  b = batch(jax.random.PRNGKey(0))
+  s0 = learner.init(jax.random.PRNGKey(1), b)
+  s1, _ = learner.observe(s0, b, jnp.int32(0))
+  step = jax.tree_util.tree_map(lambda a, b: (a - b) / 0.05, s0.params, s1.params)
+  np.testing.assert_allclose(optax.tree.norm(step), 1e-3, rtol=1e-3)
+
+
+def test_observe_traced_once():
+  learner = lamaml.make(hparams("lamaml", glances=2), NET, None)
+  observe = jax.jit(chex.assert_max_traces(learner.observe.__wrapped__, n=1))
+  s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+  for i in range(4):
+    s, m = observe(s, batch(jax.random.PRNGKey(i), task=i // 2), jnp.int32(i % 2))
+  assert bool(m["finite"])
+
+
+def test_replay_push_only_on_first_glance_of_first_epoch():
+  learner = lamaml.make(hparams("lamaml", glances=3), NET, None)
+  s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+  s, _ = learner.observe(s, batch(jax.random.PRNGKey(1)), jnp.int32(0))
+  assert int(s.memory.seen) == 4  # once, not once per glance
+  s, _ = learner.observe(s, batch(jax.random.PRNGKey(2)), jnp.int32(1))
+  assert int(s.memory.seen) == 4  # second epoch: no push
+  er = lamaml.make(hparams("laer", glances=3), NET, None)
+  s = er.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+  s, _ = er.observe(s, batch(jax.random.PRNGKey(1)), jnp.int32(1))
+  assert int(s.memory.seen) == 4  # La-ER pushes on every call
+
+
+def test_old_task_memory_snapshot_at_task_switch():
+  learner = lamaml.make(hparams("lamaml", use_old_task_memory=True), NET, None)
+  s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+  s, _ = learner.observe(s, batch(jax.random.PRNGKey(1), task=0), jnp.int32(0))
+  assert int(s.old_memory.size) == 0
+  s, _ = learner.observe(s, batch(jax.random.PRNGKey(2), task=1), jnp.int32(0))
+  assert int(s.old_memory.size) == 4 and int(s.memory.size) == 6
+
+
+def test_nan_is_reported():
+  learner = lamaml.make(hparams("lamaml"), NET, None)
+  b = batch(jax.random.PRNGKey(0))
+  s = learner.init(jax.random.PRNGKey(0), b)
+  _, m = learner.observe(s, b._replace(x=b.x.at[0, 0].set(jnp.nan)), jnp.int32(0))
+  assert not bool(m["finite"])
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("alpha_init", -0.1, "alpha_init must be >= 0, got -0.1"),
+    ("opt_lr", -1.0, "opt_lr must be >= 0, got -1.0"),
+    ("opt_wt", -0.5, "opt_wt must be >= 0, got -0.5"),
+    ("replay_batch_size", 7, "replay_batch_size=7 exceeds memory_size=6"),
+    ("glances", 0, "glances must be >= 1, got 0"),
+])
+def test_invalid_hyperparameters(field, value, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    hparams("lamaml", **{field: value})
+
+
+@pytest.mark.parametrize("k", [3, 5])
+def test_inner_steps_must_split_the_batch(k):
+  learner = lamaml.make(hparams("lamaml", inner_steps=k), NET, None)
+  with pytest.raises(ValueError, match=f"inner_steps={k} must divide the batch size 4"):
+    learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+
+
+def test_unknown_variant():
+  with pytest.raises(ValueError, match="lamaml"):
+    lamaml.preset("maml++")

@@ -1,0 +1,233 @@
+"""The look-ahead core against independent derivations (Appendix A and B)."""
+import functools
+
+import chex
+from absl.testing import parameterized
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lamaml_jax import lookahead
+from lamaml_jax.types import Batch
+
+
+def tanh_mlp_loss(params, batch):
+  """A smooth two-layer net with a weighted softmax cross-entropy."""
+  h = jnp.tanh(batch.x @ params["w1"] + params["b1"])
+  logits = h @ params["w2"] + params["b2"]
+  ce = jax.nn.logsumexp(logits, -1) - jnp.take_along_axis(logits, batch.y[:, None], -1)[:, 0]
+  return jnp.sum(batch.weight * ce) / jnp.sum(batch.weight)
+
+
+def make_problem(key, k, slice_size=2, meta_size=6, dtype=jnp.float32):
+  ks = jax.random.split(key, 8)
+  params = {
+      "w1": jax.random.normal(ks[0], (4, 5), dtype),
+      "b1": 0.1 * jax.random.normal(ks[1], (5,), dtype),
+      "w2": jax.random.normal(ks[2], (5, 3), dtype),
+      "b2": 0.1 * jax.random.normal(ks[3], (3,), dtype),
+  }
+  lrs = jax.tree_util.tree_map(
+      lambda p, kk: 0.05 + 0.1 * jax.random.uniform(kk, p.shape, dtype),
+      params, dict(zip(params, jax.random.split(ks[4], 4))))
+
+  def batch(kk, n, lead=()):
+    kx, ky = jax.random.split(kk)
+    return Batch(x=jax.random.normal(kx, (*lead, n, 4), dtype),
+                 y=jax.random.randint(ky, (*lead, n), 0, 3),
+                 task=jnp.zeros((*lead, n), jnp.int32),
+                 weight=jnp.ones((*lead, n), dtype))
+
+  return params, lrs, batch(ks[5], slice_size, (k,)), batch(ks[6], meta_size)
+
+
+def slice_of(batches, i):
+  return jax.tree_util.tree_map(lambda a: a[i], batches)
+
+
+tmap = jax.tree_util.tree_map
+
+
+class FirstOrderTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_k1_lr_gradient_matches_closed_form(self):
+    """Appendix A, k = 1: ∂L/∂α = −∇L_meta(θ1) ⊙ ∇ℓ(θ0)."""
+    params, lrs, inner, meta = make_problem(jax.random.PRNGKey(0), k=1)
+    opts = lookahead.LookaheadOptions(first_order=True, meta_loss="mean")
+    fn = self.variant(functools.partial(
+        lookahead.meta_gradients, tanh_mlp_loss, options=opts))
+    _, g_theta, g_alpha, _ = fn(params, lrs, inner, meta)
+
+    g0 = jax.grad(tanh_mlp_loss)(params, slice_of(inner, 0))
+    theta1 = tmap(lambda p, a, g: p - a * g, params, lrs, g0)
+    g_meta = jax.grad(tanh_mlp_loss)(theta1, meta)
+    chex.assert_trees_all_close(g_alpha, tmap(lambda gm, g: -gm * g, g_meta, g0),
+                                atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(g_theta, g_meta, atol=1e-5, rtol=1e-5)
+
+  @parameterized.parameters("mean", "last")
+  def test_k_step_closed_form(self, reduction):
+    """First order, k steps: ∂θ_i/∂θ0 = I and ∂θ_i/∂α = −Σ_{j<i} g_j, so
+    mean: ∂L/∂α = −(1/k) Σ_i ∇L_meta(θ_i) ⊙ Σ_{j<i} g_j; last: only i = k."""
+    k = 4
+    params, lrs, inner, meta = make_problem(jax.random.PRNGKey(1), k=k)
+    opts = lookahead.LookaheadOptions(first_order=True, meta_loss=reduction)
+    loss, g_theta, g_alpha, _ = lookahead.meta_gradients(
+        tanh_mlp_loss, params, lrs, inner, meta, opts)
+
+    theta, gsum = params, tmap(jnp.zeros_like, params)
+    meta_grads, cum_grads, losses = [], [], []
+    for i in range(k):
+      g = jax.grad(tanh_mlp_loss)(theta, slice_of(inner, i))
+      theta = tmap(lambda p, a, gi: p - a * gi, theta, lrs, g)
+      gsum = tmap(jnp.add, gsum, g)
+      meta_grads.append(jax.grad(tanh_mlp_loss)(theta, meta))
+      cum_grads.append(gsum)
+      losses.append(tanh_mlp_loss(theta, meta))
+    steps = range(k) if reduction == "mean" else [k - 1]
+    n = len(steps)
+    want_alpha = tmap(lambda *z: -sum(z[i] * z[n + i] for i in range(n)) / n,
+                      *[meta_grads[i] for i in steps], *[cum_grads[i] for i in steps])
+    want_theta = tmap(lambda *z: sum(z) / n, *[meta_grads[i] for i in steps])
+    np.testing.assert_allclose(loss, np.mean([losses[i] for i in steps]), rtol=1e-6)
+    chex.assert_trees_all_close(g_alpha, want_alpha, atol=1e-5, rtol=1e-5)
+    chex.assert_trees_all_close(g_theta, want_theta, atol=1e-5, rtol=1e-5)
+
+
+def flat_fd(fn, tree, eps):
+  """Central finite differences of scalar fn w.r.t. every element of tree."""
+  leaves, treedef = jax.tree_util.tree_flatten(tree)
+  grads = []
+  for li, leaf in enumerate(leaves):
+    flat = np.asarray(leaf).ravel()
+    g = np.zeros_like(flat)
+    for j in range(flat.size):
+      for sign in (1, -1):
+        bumped = flat.copy()
+        bumped[j] += sign * eps
+        new = list(leaves)
+        new[li] = jnp.asarray(bumped.reshape(leaf.shape))
+        g[j] += sign * float(fn(jax.tree_util.tree_unflatten(treedef, new)))
+      g[j] /= 2 * eps
+    grads.append(g.reshape(leaf.shape))
+  return jax.tree_util.tree_unflatten(treedef, grads)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "last"])
+def test_second_order_matches_finite_differences(reduction):
+  with jax.enable_x64(True):
+    params, lrs, inner, meta = make_problem(
+        jax.random.PRNGKey(2), k=3, dtype=jnp.float64)
+    opts = lookahead.LookaheadOptions(first_order=False, meta_loss=reduction)
+    _, g_theta, g_alpha, _ = lookahead.meta_gradients(
+        tanh_mlp_loss, params, lrs, inner, meta, opts)
+    f = jax.jit(lambda p, a: lookahead.lookahead_loss(
+        tanh_mlp_loss, p, a, inner, meta, opts)[0])
+    fd_theta = flat_fd(lambda p: f(p, lrs), params, 1e-6)
+    fd_alpha = flat_fd(lambda a: f(params, a), lrs, 1e-6)
+    chex.assert_trees_all_close(g_theta, fd_theta, atol=1e-7, rtol=1e-6)
+    chex.assert_trees_all_close(g_alpha, fd_alpha, atol=1e-7, rtol=1e-6)
+    # The first-order gradient is a different quantity here (the net is not linear).
+    _, g_theta_fo, _, _ = lookahead.meta_gradients(
+        tanh_mlp_loss, params, lrs, inner, meta,
+        lookahead.LookaheadOptions(first_order=True, meta_loss=reduction))
+    diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
+        jax.tree_util.tree_leaves(g_theta), jax.tree_util.tree_leaves(g_theta_fo)))
+    assert diff > 1e-4
+
+
+def quadratic(mat, vec):
+  def loss(params, batch):
+    del batch
+    th = params["theta"]
+    return 0.5 * th @ mat @ th + vec @ th
+  return loss
+
+
+def test_appendix_b_second_order_weight_gradient():
+  """k = 1 on quadratics: ∂L_meta(θ1)/∂θ0 = g1 − αH1g0 − αH0g1 + O(α²), where
+  g0 = ∇ℓ(θ0), g1 = ∇L_meta(θ0), H0 = ∇²ℓ, H1 = ∇²L_meta (Appendix B). The
+  residual here is exactly α² H0 H1 g0, so halving α quarters it."""
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(0)
+    n = 6
+    a = rng.normal(size=(n, n)); a = a @ a.T / n + np.eye(n)
+    b = rng.normal(size=(n, n)); b = b @ b.T / n + np.eye(n)
+    av, bv, theta0 = rng.normal(size=n), rng.normal(size=n), rng.normal(size=n)
+    inner_loss, meta_loss = quadratic(jnp.array(a), jnp.array(av)), quadratic(
+        jnp.array(b), jnp.array(bv))
+    g0, g1 = a @ theta0 + av, b @ theta0 + bv
+    # One inner slice (x of shape (1, 1)) and a meta batch (x of shape (1, 2)):
+    # the loss function tells them apart by shape.
+    inner = Batch(x=jnp.zeros((1, 1, 1)), y=jnp.zeros((1, 1), jnp.int32),
+                  task=jnp.zeros((1, 1), jnp.int32), weight=jnp.ones((1, 1)))
+
+    residuals = []
+    for alpha in (0.02, 0.01):
+      params = {"theta": jnp.array(theta0)}
+      lrs = {"theta": jnp.full(n, alpha)}
+      loss_fn = lambda p, bt: inner_loss(p, bt) if bt.x.shape == (1, 1) else meta_loss(p, bt)
+      meta = Batch(x=jnp.zeros((1, 2)), y=jnp.zeros((1,), jnp.int32),
+                   task=jnp.zeros((1,), jnp.int32), weight=jnp.ones((1,)))
+      _, g_theta, _, _ = lookahead.meta_gradients(
+          loss_fn, params, lrs, inner, meta,
+          lookahead.LookaheadOptions(first_order=False, meta_loss="last"))
+      expansion = g1 - alpha * b @ g0 - alpha * a @ g1
+      residual = np.asarray(g_theta["theta"]) - expansion
+      np.testing.assert_allclose(residual, alpha**2 * a @ b @ g0, rtol=1e-8, atol=1e-12)
+      residuals.append(np.linalg.norm(residual))
+    assert residuals[1] > 0
+    np.testing.assert_allclose(residuals[0] / residuals[1], 4.0, rtol=1e-6)
+
+
+def test_first_and_second_order_agree_iff_inner_loss_is_linear():
+  with jax.enable_x64(True):
+    rng = np.random.default_rng(1)
+    n = 5
+    c = jnp.array(rng.normal(size=n))
+    b = rng.normal(size=(n, n)); b = jnp.array(b @ b.T)
+    params = {"theta": jnp.array(rng.normal(size=n))}
+    lrs = {"theta": jnp.array(0.1 + 0.1 * rng.uniform(size=n))}
+    inner = Batch(x=jnp.zeros((3, 1, 1)), y=jnp.zeros((3, 1), jnp.int32),
+                  task=jnp.zeros((3, 1), jnp.int32), weight=jnp.ones((3, 1)))
+    meta = Batch(x=jnp.zeros((1, 2)), y=jnp.zeros((1,), jnp.int32),
+                 task=jnp.zeros((1,), jnp.int32), weight=jnp.ones((1,)))
+    meta_fn = lambda th: 0.5 * th @ b @ th
+
+    def grads(inner_fn, first_order):
+      loss_fn = lambda p, bt: inner_fn(p["theta"]) if bt.x.shape == (1, 1) else meta_fn(p["theta"])
+      _, gt, ga, _ = lookahead.meta_gradients(
+          loss_fn, params, lrs, inner, meta,
+          lookahead.LookaheadOptions(first_order=first_order, meta_loss="mean"))
+      return gt, ga
+
+    linear = lambda th: c @ th
+    chex.assert_trees_all_close(grads(linear, True), grads(linear, False), atol=1e-12)
+    nonlinear = lambda th: c @ th + 0.5 * jnp.sum(th**2 * jnp.arange(1, n + 1))
+    fo, so = grads(nonlinear, True), grads(nonlinear, False)
+    assert float(jnp.max(jnp.abs(fo[0]["theta"] - so[0]["theta"]))) > 1e-3
+    assert float(jnp.max(jnp.abs(fo[1]["theta"] - so[1]["theta"]))) > 1e-3
+
+
+def test_inner_step_clamp_and_relu():
+  params = {"w": jnp.array([1.0, 1.0, 1.0])}
+  lrs = {"w": jnp.array([0.5, -0.5, 0.5])}
+  loss = lambda p, b: jnp.sum(jnp.array([10.0, 1.0, -0.1]) * p["w"])  # grads 10, 1, -0.1
+  batch = None
+  new, _ = lookahead.inner_step(loss, params, lrs, batch, lookahead.LookaheadOptions(
+      grad_clamp=2.0, relu_lrs=True))
+  np.testing.assert_allclose(new["w"], [1.0 - 0.5 * 2.0, 1.0, 1.0 + 0.05])
+  new, _ = lookahead.inner_step(loss, params, lrs, batch, lookahead.LookaheadOptions())
+  np.testing.assert_allclose(new["w"], [1.0 - 5.0, 1.5, 1.05])
+
+
+def test_split_into_slices_rejects_bad_k():
+  b = Batch(x=jnp.zeros((10, 3)), y=jnp.zeros(10, jnp.int32),
+            task=jnp.zeros(10, jnp.int32), weight=jnp.ones(10))
+  chex.assert_shape(lookahead.split_into_slices(b, 5).x, (5, 2, 3))
+  with pytest.raises(ValueError, match="inner_steps=3"):
+    lookahead.split_into_slices(b, 3)
+  with pytest.raises(ValueError, match="inner_steps=11"):
+    lookahead.split_into_slices(b, 11)

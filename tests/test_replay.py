@@ -1,0 +1,83 @@
+"""Reservoir buffer: probabilities, capacity, sampling."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from lamaml_jax import replay
+from lamaml_jax.types import Batch
+
+
+def stream(n, start=0):
+  ids = jnp.arange(start, start + n)
+  return Batch(x=ids[:, None].astype(jnp.float32), y=ids.astype(jnp.int32),
+               task=jnp.zeros(n, jnp.int32), weight=jnp.ones(n))
+
+
+def test_each_item_kept_with_probability_capacity_over_n():
+  capacity, n, trials = 5, 40, 4000
+  items = stream(n)
+
+  @jax.jit
+  @jax.vmap
+  def run(key):
+    buf = replay.init(capacity, (1,))
+    # Offer the stream in batches of 10, as observe does.
+    for i, k in enumerate(jax.random.split(key, n // 10)):
+      buf = replay.add(buf, k, jax.tree_util.tree_map(lambda a: a[10 * i:10 * i + 10], items))
+    return buf
+
+  bufs = run(jax.random.split(jax.random.PRNGKey(0), trials))
+  assert int(jnp.max(bufs.size)) == capacity and int(jnp.min(bufs.size)) == capacity
+  np.testing.assert_array_equal(bufs.seen, n)
+  held = np.zeros(n)
+  for row in np.asarray(bufs.y):
+    assert len(set(row.tolist())) == capacity  # no duplicates
+    held[row] += 1
+  freq = held / trials
+  p = capacity / n
+  tol = 5 * np.sqrt(p * (1 - p) / trials)  # 5 sigma per item
+  np.testing.assert_allclose(freq, p, atol=tol)
+
+
+def test_second_item_replaces_first_half_the_time():
+  """Capacity 1, two items: the second is kept with probability 1/2. The official
+  `randint(0, age)` off-by-one would keep it with probability 1/3."""
+  trials = 4000
+
+  @jax.jit
+  @jax.vmap
+  def run(key):
+    return replay.add(replay.init(1, (1,)), key, stream(2)).y[0]
+
+  kept = np.asarray(run(jax.random.split(jax.random.PRNGKey(3), trials)))
+  np.testing.assert_allclose(kept.mean(), 0.5, atol=5 * np.sqrt(0.25 / trials))
+
+
+def test_filling_is_in_order_and_padding_is_skipped():
+  buf = replay.init(4, (1,))
+  b = stream(3)._replace(weight=jnp.array([1.0, 0.0, 1.0]))
+  buf = replay.add(buf, jax.random.PRNGKey(0), b)
+  assert int(buf.size) == 2 and int(buf.seen) == 2
+  np.testing.assert_array_equal(buf.y[:2], [0, 2])
+
+
+def test_sample_without_replacement_and_masks_unfilled():
+  buf = replay.add(replay.init(8, (1,)), jax.random.PRNGKey(0), stream(3))
+  out = replay.sample(buf, jax.random.PRNGKey(1), 5)
+  chex.assert_shape(out.x, (5, 1))
+  np.testing.assert_array_equal(out.weight, [1, 1, 1, 0, 0])
+  assert sorted(np.asarray(out.y[:3]).tolist()) == [0, 1, 2]
+  full = replay.add(replay.init(8, (1,)), jax.random.PRNGKey(0), stream(8))
+  counts = np.zeros(8)
+  for i in range(2000):
+    ys = np.asarray(replay.sample(full, jax.random.PRNGKey(i), 3).y)
+    assert len(set(ys.tolist())) == 3
+    counts[ys] += 1
+  np.testing.assert_allclose(counts / 2000, 3 / 8, atol=5 * np.sqrt(3 / 8 * 5 / 8 / 2000))
+
+
+def test_sample_larger_than_capacity_raises():
+  with pytest.raises(ValueError, match="capacity 4"):
+    replay.sample(replay.init(4, (1,)), jax.random.PRNGKey(0), 5)
