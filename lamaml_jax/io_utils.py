@@ -1,0 +1,179 @@
+"""Crash-safe file output: atomic writes and an append-only JSON-lines log.
+
+An atomic write goes to a temporary file in the target's directory, is flushed and
+fsynced, then `os.replace`d over the target, so a reader (or a resumed run) sees
+either the old file or the complete new one, never a torn one. Parent directories
+are created as needed.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from typing import Any, IO, Iterator, Mapping, Union
+
+import numpy as np
+
+PathLike = Union[str, os.PathLike]
+
+# mkstemp creates 0600 files; atomic writes get the permissions open() would give.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def to_jsonable(obj: Any) -> Any:
+  """Recursively converts numpy (and jax) scalars/arrays to Python types.
+
+  Dicts keep their order (numpy-scalar keys become Python scalars; json turns them
+  into strings), tuples become lists. Other objects are returned unchanged, so
+  json raises its usual TypeError on them.
+  """
+  if isinstance(obj, Mapping):
+    return {to_jsonable(k): to_jsonable(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [to_jsonable(v) for v in obj]
+  if isinstance(obj, np.generic):
+    return obj.item()
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
+    return np.asarray(obj).tolist()  # jax.Array and friends.
+  return obj
+
+
+def _fsync_dir(dirname: str) -> None:
+  """Makes a rename durable; a no-op where directories cannot be opened."""
+  try:
+    fd = os.open(dirname, os.O_RDONLY)
+  except OSError:
+    return
+  try:
+    os.fsync(fd)
+  except OSError:
+    pass
+  finally:
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_open(path: PathLike, mode: str, **kwargs) -> Iterator[IO]:
+  """Yields a temp file next to `path`; on clean exit it replaces `path`.
+
+  On any exception the temp file is removed and `path` is left untouched.
+  """
+  path = os.fspath(path)
+  dirname = os.path.dirname(os.path.abspath(path))
+  os.makedirs(dirname, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=dirname, prefix=f".{os.path.basename(path)}.",
+                             suffix=".tmp")
+  try:
+    with os.fdopen(fd, mode, **kwargs) as f:
+      yield f
+      f.flush()
+      os.fsync(f.fileno())
+    os.chmod(tmp, 0o666 & ~_UMASK)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.remove(tmp)
+    raise
+  _fsync_dir(dirname)
+
+
+def atomic_write_text(path: PathLike, text: str) -> None:
+  """Atomically writes `text` (UTF-8) to `path`."""
+  with _atomic_open(path, "w", encoding="utf-8") as f:
+    f.write(text)
+
+
+def atomic_write_json(path: PathLike, obj: Any) -> None:
+  """Atomically writes `obj` as JSON (indent 2, trailing newline) to `path`.
+
+  Numpy/jax scalars and arrays are converted to Python types. NaN and infinities
+  are written as Python's json writes them (`NaN`, `Infinity`).
+  """
+  with _atomic_open(path, "w", encoding="utf-8") as f:
+    json.dump(to_jsonable(obj), f, indent=2)
+    f.write("\n")
+
+
+def atomic_savefig(fig, path: PathLike, **savefig_kwargs) -> None:
+  """Atomically saves a matplotlib figure; the format defaults to `path`'s extension."""
+  fmt = savefig_kwargs.pop("format", None)
+  if fmt is None:
+    fmt = os.path.splitext(os.fspath(path))[1].lstrip(".").lower() or "png"
+  with _atomic_open(path, "wb") as f:
+    fig.savefig(f, format=fmt, **savefig_kwargs)
+
+
+class JsonlWriter:
+  """Appends one JSON object per line to a file, flushing after each record.
+
+  A record counts as written once its newline is: on (re)opening, an unterminated
+  trailing line (a record torn by a crash) is truncated away so that appending on
+  resume never glues two records together. Use as a context manager or call
+  `close()`.
+  """
+
+  def __init__(self, path: PathLike):
+    self.path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+    _truncate_torn_tail(self.path)
+    self._file = open(self.path, "a", encoding="utf-8")
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    """Appends `record` (a mapping; numpy values converted) and flushes."""
+    if not isinstance(record, Mapping):
+      raise TypeError(f"JsonlWriter records must be mappings, got {type(record)}.")
+    line = json.dumps(to_jsonable(record))  # Serialise fully before touching the file.
+    self._file.write(line + "\n")
+    self._file.flush()
+
+  def flush(self) -> None:
+    """Flushes and fsyncs the file."""
+    self._file.flush()
+    os.fsync(self._file.fileno())
+
+  def close(self) -> None:
+    if not self._file.closed:
+      self.flush()
+      self._file.close()
+
+  def __enter__(self) -> "JsonlWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()
+
+
+def _truncate_torn_tail(path: str) -> None:
+  """Drops the bytes after the last newline of `path`, if any."""
+  try:
+    f = open(path, "r+b")
+  except FileNotFoundError:
+    return
+  with f:
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+      return
+    pos, chunk = size, 4096
+    while pos > 0:
+      start = max(0, pos - chunk)
+      f.seek(start)
+      data = f.read(pos - start)
+      if pos == size and data.endswith(b"\n"):
+        return
+      i = data.rfind(b"\n")
+      if i >= 0:
+        f.truncate(start + i + 1)
+        return
+      pos = start
+    f.truncate(0)
+
+
+def read_jsonl(path: PathLike) -> list[dict]:
+  """Reads the complete (newline-terminated) records of a JSON-lines file."""
+  with open(path, "r", encoding="utf-8") as f:
+    lines = f.read().split("\n")
+  return [json.loads(line) for line in lines[:-1] if line.strip()]
