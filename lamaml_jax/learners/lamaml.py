@@ -21,7 +21,7 @@ One `observe` call, per glance g = 0..glances-1:
 from __future__ import annotations
 
 import dataclasses
-from typing import Literal, NamedTuple, Optional, Union
+from typing import Literal, NamedTuple, Optional
 
 import flax.linen as nn
 import jax
@@ -64,7 +64,8 @@ class LaMAMLHparams:
       it aliases the two).
     push_every_call: push every stream batch after the update (ER, La-ER) instead
       of only during the first glance of the first epoch.
-    scan_unroll: unroll of the inner `lax.scan` (see `LookaheadOptions.unroll`).
+    scan_unroll: unroll of the inner `lax.scan`; 0 unrolls it fully (see
+      `LookaheadOptions.unroll`).
   """
   alpha_init: float = 0.15
   opt_lr: float = 0.3
@@ -83,7 +84,7 @@ class LaMAMLHparams:
   memory_size: int = 200
   use_old_task_memory: bool = False
   push_every_call: bool = False
-  scan_unroll: Union[int, bool] = True
+  scan_unroll: int = 0
 
   def __post_init__(self):
     base.check_positive("alpha_init", self.alpha_init)
@@ -111,7 +112,7 @@ class LaMAMLHparams:
     return lookahead.LookaheadOptions(
         first_order=self.first_order, grad_clamp=self.inner_grad_clamp,
         relu_lrs=self.relu_inner_lrs, meta_loss=self.meta_loss,
-        unroll=self.scan_unroll)
+        unroll=self.scan_unroll if self.scan_unroll > 0 else True)
 
 
 def preset(method: str) -> dict:
@@ -169,7 +170,8 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     memory = replay_lib.init(hp.memory_size, example.x.shape[1:], example.x.dtype)
     return LaMAMLState(
         params=params, lrs=lrs, lr_opt_state=lr_tx.init(lrs),
-        wt_opt_state=wt_tx.init(params), memory=memory, old_memory=memory,
+        wt_opt_state=wt_tx.init(params), memory=memory,
+        old_memory=jax.tree_util.tree_map(jnp.copy, memory),  # distinct buffers
         task=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32), key=key)
 
   def meta_update(params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch):

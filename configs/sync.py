@@ -1,0 +1,13 @@
+"""Sync La-MAML configs for every paper cell (see configs/common.py for the table).
+
+  python -m lamaml_jax.main --method=sync --dataset=DATASET [--setting=SETTING]
+  python -m lamaml_jax.main --config=configs/sync.py:DATASET,SETTING[,appendix]
+
+Defaults are the official run_experiments.sh flags, which produced the paper's
+figures; ',appendix' selects the appendix tables' values where they differ.
+"""
+from configs import common
+
+
+def get_config(arg: str = "mnist5k_rotations"):
+  return common.make("sync", arg)

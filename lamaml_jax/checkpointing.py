@@ -1,0 +1,58 @@
+"""Checkpoints of a run with orbax: learner state, stream position, accuracy rows.
+
+Orbax writes each checkpoint into a temporary directory and renames it when
+complete, so the newest step it lists is always whole; unfinished temporaries
+left by a killed process are removed on the next start.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any, Optional
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint exists but cannot be restored."""
+
+
+class Checkpointer:
+  """Synchronous save/restore of one pytree per step under `directory`."""
+
+  def __init__(self, directory: str, max_to_keep: int = 2):
+    self.directory = os.path.abspath(directory)
+    self._manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
+            enable_async_checkpointing=False))
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def save(self, step: int, item: Any) -> None:
+    """Writes `item` (a pytree of arrays and Python scalars) as checkpoint `step`."""
+    self._manager.save(step, args=ocp.args.StandardSave(item), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, template: Any, step: Optional[int] = None) -> Any:
+    """Restores checkpoint `step` (default: newest) into the structure of `template`.
+
+    Raises:
+      CheckpointError: unreadable or structurally different checkpoint; the message
+        names the directory and how to start afresh.
+    """
+    step = self.latest_step() if step is None else step
+    abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    try:
+      return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as e:  # orbax raises many types; all mean "cannot resume".
+      raise CheckpointError(
+          f"Cannot restore checkpoint {step} in {self.directory}: "
+          f"{type(e).__name__}: {e}. The run was not restarted. Delete that step's "
+          "directory to resume from an older checkpoint, or pass --overwrite to "
+          "start the run afresh.") from e
+
+  def close(self) -> None:
+    self._manager.close()

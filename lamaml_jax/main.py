@@ -1,0 +1,126 @@
+r"""Runs one continual-learning experiment.
+
+  python -m lamaml_jax.main                      # La-MAML on mnist5k_rotations
+  python -m lamaml_jax.main --method=lamaml --dataset=cifar100 --setting=single_pass
+  python -m lamaml_jax.main --method=cmaml --config.num_tasks=3 --config.seed=1
+  python -m lamaml_jax.main --config=configs/lamaml.py:cifar100,multi_pass,appendix
+
+`--method/--dataset/--setting` select `configs/<method>.py` with argument
+'<dataset>,<setting>'; `--config=FILE:ARG` names a config file directly.
+`--config.KEY=VALUE` overrides any field (`--config.learner.alpha_init=0.1`).
+Outputs go to --workdir (default runs/<method>_<dataset>_<setting>_seed<seed>);
+re-running the same command resumes from its newest checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging as std_logging
+import os
+import sys
+from typing import Optional
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from lamaml_jax import train
+
+_CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs")
+_METHODS = ("lamaml", "sync", "cmaml", "laer")
+
+METHOD = flags.DEFINE_enum("method", "lamaml", _METHODS, "Learning method.")
+DATASET = flags.DEFINE_string(
+    "dataset", "mnist5k_rotations",
+    "Benchmark: mnist5k_rotations, mnist5k_permutations, mnist5k_many_permutations, "
+    "mnist_rotations, mnist_permutations, mnist_many_permutations, cifar100, "
+    "tinyimagenet.")
+SETTING = flags.DEFINE_enum(
+    "setting", None, ["single_pass", "multi_pass"],
+    "single_pass (MNIST's only setting) or multi_pass; default: the dataset's.")
+SEED = flags.DEFINE_integer("seed", None, "Random seed (overrides config.seed).")
+WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
+DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete a different run found in --workdir and start afresh.")
+
+
+def config_file_from_argv(argv: list[str]) -> str:
+  """'configs/<method>.py:<dataset>[,<setting>]' from the selection flags in argv."""
+  probe = flags.FlagValues()
+  flags.DEFINE_string("method", "lamaml", "", flag_values=probe)
+  flags.DEFINE_string("dataset", "mnist5k_rotations", "", flag_values=probe)
+  flags.DEFINE_string("setting", None, "", flag_values=probe)
+  probe(argv, known_only=True)
+  if probe.method not in _METHODS:
+    return ""  # let the enum flag report the error with the valid choices
+  arg = probe.dataset + (f",{probe.setting}" if probe.setting else "")
+  return os.path.join(_CONFIG_DIR, f"{probe.method}.py") + ":" + arg
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops INFO chatter of orbax (one paragraph per checkpoint) from the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+
+
+def main(argv, config_flag):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+  config = config_flag.value
+  if SEED.value is not None:
+    config.seed = SEED.value
+  workdir = WORKDIR.value or os.path.join(
+      "runs", f"{config.method}_{config.dataset}_{config.setting}_seed{config.seed}")
+  try:
+    train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
+  except (ValueError, train.DivergenceError) as e:
+    logging.error("%s", e)
+    sys.exit(f"error: {e}")
+
+
+def _define_config_flag(argv: list[str]):
+  explicit = any(a.startswith("--config=") for a in argv)
+  default = None if explicit else (config_file_from_argv(argv) or None)
+  return config_flags.DEFINE_config_file(
+      "config", default, "Config file and argument, FILE:ARG.", lock_config=True)
+
+
+@contextlib.contextmanager
+def clear_config_errors(argv: list[str]):
+  """Turns flag and config errors into one line naming the fix, then exits."""
+  try:
+    yield
+  except flags.Error as e:
+    message = str(e)
+    if "Traceback" in message:  # an error raised inside the config file
+      message = message.strip().splitlines()[-1]
+    sys.exit(f"error: {message}\nPass --helpshort to see the flags.")
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+    sys.exit(f"error: unknown config field {e} among {', '.join(overrides)}. "
+             "The fields and their types are in config.json of any run, or in "
+             "configs/common.py.")
+  except (ValueError, TypeError) as e:
+    sys.exit(f"error: {e}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  with clear_config_errors(argv):
+    return flags.FLAGS(argv)
+
+
+def run_cli(argv: Optional[list[str]] = None) -> None:
+  argv = list(sys.argv if argv is None else argv)
+  with clear_config_errors(argv):
+    config = _define_config_flag(argv)
+  app.run(functools.partial(main, config_flag=config), argv=argv,
+          flags_parser=parse_flags)
+
+
+if __name__ == "__main__":
+  run_cli()

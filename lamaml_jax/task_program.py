@@ -1,0 +1,132 @@
+"""Compiled programs of a run: training steps of a task, and evaluation.
+
+A task's training data move to the device once; a program then runs `num_steps`
+consecutive stream batches (all epochs and glances of a task by default) as one
+`lax.scan`, with no Python dispatch or host transfer per step. Step g of a task
+(0 <= g < epochs * steps_per_epoch) reads epoch e = g // S and batch b = g % S of
+a per-epoch permutation drawn from `fold_in(data_key, e)`, so every stream batch
+is a pure function of (seed, task, g): a run split into programs of any length,
+or resumed from a checkpoint, sees exactly the same batches.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Optional
+
+import jax
+import jax.numpy as jnp
+
+from lamaml_jax.data.benchmark import Augment, Preprocess
+from lamaml_jax.learners.base import Learner, State
+from lamaml_jax.types import Batch, PRNGKey
+
+
+@dataclasses.dataclass(frozen=True)
+class StreamSpec:
+  """Shape of one task's stream.
+
+  Attributes:
+    samples_per_task: N training samples of a task.
+    batch_size: B samples per incoming batch; the last N mod B samples of each
+      epoch's permutation are dropped (none for the paper's settings).
+    epochs: passes over the task.
+  """
+  samples_per_task: int
+  batch_size: int
+  epochs: int
+
+  def __post_init__(self):
+    if not 1 <= self.batch_size <= self.samples_per_task:
+      raise ValueError(f"batch_size={self.batch_size} must be in [1, samples_per_task="
+                       f"{self.samples_per_task}].")
+    if self.epochs < 1:
+      raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+
+  @property
+  def steps_per_epoch(self) -> int:
+    return self.samples_per_task // self.batch_size
+
+  @property
+  def steps_per_task(self) -> int:
+    return self.epochs * self.steps_per_epoch
+
+
+def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
+                 task: jax.Array, data_key: PRNGKey, step: jax.Array,
+                 preprocess: Preprocess, augment: Optional[Augment]
+                 ) -> tuple[Batch, jax.Array]:
+  """The stream batch at step `step` of a task, and its epoch.
+
+  Args:
+    task_x: [N, *input_shape] raw training inputs of the task.
+    task_y: [N] labels.
+    task: [] task id.
+    data_key: key of this task's stream (order and augmentation).
+    step: [] int32 step within the task.
+
+  Returns:
+    (Batch of B preprocessed samples, [] epoch).
+  """
+  epoch = step // spec.steps_per_epoch
+  offset = (step % spec.steps_per_epoch) * spec.batch_size
+  order_key, aug_key = jax.random.split(data_key)
+  perm = jax.random.permutation(jax.random.fold_in(order_key, epoch),
+                                spec.samples_per_task)
+  idx = jax.lax.dynamic_slice(perm, (offset,), (spec.batch_size,))
+  x = task_x[idx]
+  if augment is not None:
+    x = augment(jax.random.fold_in(aug_key, step), x)
+  batch = Batch(x=preprocess(x), y=task_y[idx].astype(jnp.int32),
+                task=jnp.full((spec.batch_size,), task, jnp.int32),
+                weight=jnp.ones((spec.batch_size,), jnp.float32))
+  return batch, epoch
+
+
+def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
+                       augment: Optional[Augment]) -> Callable:
+  """Returns `train(state, task_x, task_y, task, data_key, start, num_steps)`.
+
+  `num_steps` is static (one compilation per distinct length); the others are
+  device arrays. Returns (state, metrics) with each metric stacked over steps [S].
+  """
+  def train(state: State, task_x, task_y, task, data_key, start, num_steps: int):
+    def step(state, g):
+      batch, epoch = stream_batch(spec, task_x, task_y, task, data_key, g,
+                                  preprocess, augment)
+      return learner.observe(state, batch, epoch)
+    return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
+
+  return jax.jit(train, static_argnames="num_steps", donate_argnums=0)
+
+
+def largest_divisor_at_most(n: int, cap: int) -> int:
+  return max(d for d in range(1, min(n, cap) + 1) if n % d == 0)
+
+
+def make_eval_program(learner: Learner, preprocess: Preprocess,
+                      eval_batch_size: int) -> Callable:
+  """Returns `evaluate(state, test_x [T, M, ...], test_y [T, M]) -> correct [T]`.
+
+  Each task's samples are scored on that task's head, in chunks of the largest
+  divisor of M not above `eval_batch_size`; the result counts correct answers
+  (int32), so accuracies divided on the host are exact fractions.
+  """
+  def evaluate(state: State, test_x: jax.Array, test_y: jax.Array) -> jax.Array:
+    m = test_x.shape[1]
+    chunk = largest_divisor_at_most(m, eval_batch_size)
+
+    def task_accuracy(args):
+      x, y, t = args
+      x = x.reshape((m // chunk, chunk, *x.shape[1:]))
+      y = y.reshape((m // chunk, chunk))
+
+      def correct(xy):
+        logits = learner.predict(state, preprocess(xy[0]), t)
+        return jnp.sum(jnp.argmax(logits, -1) == xy[1], dtype=jnp.int32)
+
+      return jnp.sum(jax.lax.map(correct, (x, y)))
+
+    tasks = jnp.arange(test_x.shape[0], dtype=jnp.int32)
+    return jax.lax.map(task_accuracy, (test_x, test_y, tasks))
+
+  return jax.jit(evaluate)

@@ -1,0 +1,42 @@
+"""The command line: bad input gets one clear line naming the fix."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_main(*args, workdir):
+  return subprocess.run(
+      [sys.executable, "-m", "lamaml_jax.main", f"--workdir={workdir}", *args],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+
+
+@pytest.mark.parametrize("args,pattern", [
+    (["--method=maml"], "--method=maml: value should be one of <lamaml|sync|cmaml|laer>"),
+    (["--dataset=cifar10"], "Unknown dataset 'cifar10'; valid: mnist5k_rotations"),
+    (["--config.num_taks=3"], "unknown config field .*num_taks"),
+    (["--config.learner.alpha_init=fast"], "could not convert string to float: 'fast'"),
+    (["--config.learner.opt_lr=-0.1"], "opt_lr must be >= 0, got -0.1"),
+    (["--config.learner.replay_batch_size=300"],
+     "replay_batch_size=300 exceeds memory_size=200"),
+    (["--dataset=cifar100", "--config.num_tasks=21"], "at most 20"),
+])
+def test_bad_input_is_one_clear_error(args, pattern, tmp_path):
+  result = run_main(*args, workdir=str(tmp_path / "w"))
+  assert result.returncode != 0
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert __import__("re").search(pattern, result.stderr), result.stderr[-2000:]
+
+
+def test_a_short_run_from_the_command_line(tmp_path):
+  workdir = tmp_path / "w"
+  result = run_main("--method=cmaml", "--config.num_tasks=2",
+                    "--config.samples_per_task=100", "--seed=3", workdir=str(workdir))
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "task 2/2" in result.stderr and "RA" in result.stderr
+  assert (workdir / "results.json").exists()
+  assert '"seed": 3' in (workdir / "config.json").read_text()

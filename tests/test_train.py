@@ -1,0 +1,96 @@
+"""End-to-end runs of the runner on the embedded mnist5k benchmark."""
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from configs import common
+from lamaml_jax import train
+
+
+def small_config(method="lamaml", tasks=3, samples=200, **learner):
+  config = common.make(method, "mnist5k_rotations")
+  config.num_tasks = tasks
+  config.samples_per_task = samples
+  config.learner.glances = 2
+  for k, v in learner.items():
+    config.learner[k] = v
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = str(tmp_path_factory.mktemp("run"))
+  results = train.run(small_config(), workdir)
+  return workdir, results
+
+
+def test_run_writes_all_outputs(finished_run):
+  workdir, results = finished_run
+  for name in ("config.json", "results.json", "metrics.jsonl", "accuracy_matrix.png",
+               "task_accuracies.png"):
+    assert os.path.getsize(os.path.join(workdir, name)) > 0, name
+  assert any(f.startswith("events") for f in os.listdir(os.path.join(workdir, "tensorboard")))
+  assert os.listdir(os.path.join(workdir, "checkpoints"))
+  with open(os.path.join(workdir, "results.json")) as f:
+    saved = json.load(f)
+  for key in ("method", "dataset", "setting", "seed", "accuracy_matrix", "ra", "bti",
+              "bti_official", "la", "fwt", "wall_time_s", "meta_updates", "versions"):
+    assert key in saved, key
+  assert saved["status"] == "complete" and saved["tasks_completed"] == 3
+  # 3 tasks x 20 batches x 2 glances.
+  assert saved["meta_updates"] == 120
+  records = [json.loads(l) for l in open(os.path.join(workdir, "metrics.jsonl"))]
+  assert sum("eval_accuracy" in r for r in records) == 3
+
+
+def test_metrics_recomputed_from_the_saved_matrix(finished_run):
+  workdir, _ = finished_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    r = json.load(f)
+  acc, b = np.array(r["accuracy_matrix"]), np.array(r["untrained_accuracy"])
+  assert acc.shape == (3, 3)
+  # Own arithmetic, term by term.
+  ra = (acc[2, 0] + acc[2, 1] + acc[2, 2]) / 3
+  bti = ((acc[2, 0] - acc[0, 0]) + (acc[2, 1] - acc[1, 1])) / 2
+  la = (acc[0, 0] + acc[1, 1] + acc[2, 2]) / 3
+  fwt = ((acc[0, 1] - b[1]) + (acc[1, 2] - b[2])) / 2
+  np.testing.assert_allclose([r["ra"], r["bti"], r["bti_official"], r["la"], r["fwt"]],
+                             [ra, bti, bti * 2 / 3, la, fwt], atol=1e-12)
+  # Learning happened: each task is well above chance (0.1) right after training on it.
+  assert min(acc[0, 0], acc[1, 1], acc[2, 2]) > 0.25
+
+
+def test_accuracies_are_exact_fractions_of_the_test_set(finished_run):
+  workdir, _ = finished_run
+  with open(os.path.join(workdir, "results.json")) as f:
+    acc = np.array(json.load(f)["accuracy_matrix"])
+  np.testing.assert_allclose(acc * 1000, np.round(acc * 1000), atol=1e-9)
+
+
+def test_program_chunking_does_not_change_results(finished_run, tmp_path):
+  _, whole = finished_run
+  config = small_config()
+  config.steps_per_program = 6  # 20 steps per task -> programs of 6, 6, 6, 2
+  chunked = train.run(config, str(tmp_path))
+  np.testing.assert_array_equal(chunked["accuracy_matrix"], whole["accuracy_matrix"])
+
+
+def test_workdir_with_another_config_is_refused(finished_run, tmp_path):
+  workdir, _ = finished_run
+  config = small_config()
+  config.seed = 1
+  with pytest.raises(train.WorkdirConflictError, match="differs in: seed.*--overwrite"):
+    train.run(config, workdir)
+
+
+def test_divergence_stops_with_incomplete_results(tmp_path):
+  config = small_config(alpha_init=1e6, opt_lr=1e6, grad_clip_norm=1e30)
+  with pytest.raises(train.DivergenceError, match=r"task 0, epoch 0, step \d+"):
+    train.run(config, str(tmp_path))
+  with open(tmp_path / "results.json") as f:
+    r = json.load(f)
+  assert r["status"] == "diverged" and r["tasks_completed"] == 0
+  assert "task 0" in r["message"]
