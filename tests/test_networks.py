@@ -46,3 +46,25 @@ def test_mask_logits_and_cross_entropy_equal_slicing():
           for i, t in enumerate([0, 1])]
   np.testing.assert_allclose(heads.cross_entropy(logits, batch, 5), np.mean(want), rtol=1e-6)
   np.testing.assert_array_equal(heads.mask_logits(logits, task, None), logits)
+
+
+@pytest.mark.parametrize("stride,padding", [(2, 1), (1, 1), (1, 0)])
+def test_im2col_conv_equals_xla_conv(stride, padding):
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 3))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+  want = jax.lax.conv_general_dilated(x, k, (stride, stride), [(padding, padding)] * 2,
+                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  np.testing.assert_allclose(networks.im2col_conv(x, k, stride, padding), want,
+                             rtol=1e-5, atol=1e-5)
+
+
+def test_conv_implementations_share_parameters_and_outputs():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
+  patch = networks.make_network("cifar_cnn", 100, conv_impl="im2col")
+  xla = networks.make_network("cifar_cnn", 100, conv_impl="xla")
+  params = patch.init(jax.random.PRNGKey(1), x)["params"]
+  chex.assert_trees_all_equal_shapes(params, xla.init(jax.random.PRNGKey(1), x)["params"])
+  np.testing.assert_allclose(patch.apply({"params": params}, x),
+                             xla.apply({"params": params}, x), rtol=1e-4, atol=1e-4)
+  # Kaiming normal over fan_in = 3 * 3 * 160 for the second conv.
+  np.testing.assert_allclose(np.std(params["Conv_1"]["kernel"]), np.sqrt(2 / 1440), rtol=0.02)

@@ -1,0 +1,151 @@
+r"""Speed figures of the La-MAML learners, printed as a table and JSON.
+
+  python benchmarks/speed.py                       # all cases
+  python benchmarks/speed.py --cases=mnist_fo,cifar_so --repeats=30
+  python benchmarks/speed.py --full_run            # + a full 20-task mnist5k_rotations run
+
+For each case: compile time, ms per `observe` called from Python (one dispatch per
+call), and ms per observe inside a compiled task program (`lax.scan` over many
+stream batches, as `train.run` does). Batches are synthetic, of the real shapes;
+the replay buffer is full, as in the middle of a run. Compare figures only with
+ones measured in the same run on the same machine.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from lamaml_jax import networks  # pylint: disable=wrong-import-position
+from lamaml_jax import train  # pylint: disable=wrong-import-position
+from lamaml_jax.learners import make_learner  # pylint: disable=wrong-import-position
+from lamaml_jax.types import Batch  # pylint: disable=wrong-import-position
+
+# name -> (description, method, config arg, learner overrides)
+CASES = {
+    "mnist_fo_update": ("MNIST MLP, one meta-update (k=10 x 1, meta 20), 1st order",
+                        "lamaml", "mnist5k_rotations", dict(glances=1)),
+    "mnist_so_update": ("MNIST MLP, one meta-update, 2nd order", "lamaml",
+                        "mnist5k_rotations", dict(glances=1, first_order=False)),
+    "mnist_fo": ("MNIST La-MAML observe (5 glances x 10 inner steps), 1st order",
+                 "lamaml", "mnist5k_rotations", {}),
+    "cifar_fo": ("CIFAR La-MAML observe (k=5 x 2, meta 20), 1st order", "lamaml",
+                 "cifar100", dict(first_order=True)),
+    "cifar_so": ("CIFAR La-MAML observe, 2nd order", "lamaml", "cifar100", {}),
+    "cifar_laer": ("CIFAR La-ER observe, 1st order", "laer", "cifar100", {}),
+}
+SHAPES = {"mlp": ((784,), 10, None), "cifar_cnn": ((32, 32, 3), 100, 5)}
+
+CASES_FLAG = flags.DEFINE_list("cases", list(CASES), "Cases to time.")
+REPEATS = flags.DEFINE_integer("repeats", 20, "Timed observe calls per case.")
+FULL_RUN = flags.DEFINE_bool("full_run", False,
+                             "Also time a full 20-task mnist5k_rotations run.")
+JSON_OUT = flags.DEFINE_string("json", None, "Also write the figures to this file.")
+
+
+def synthetic_batch(key, shape, num_outputs, classes_per_task, n=10, task=1):
+  kx, ky = jax.random.split(key)
+  lo = 0 if classes_per_task is None else task * classes_per_task
+  hi = num_outputs if classes_per_task is None else lo + classes_per_task
+  return Batch(x=jax.random.normal(kx, (n, *shape)), y=jax.random.randint(ky, (n,), lo, hi),
+               task=jnp.full((n,), task, jnp.int32), weight=jnp.ones((n,)))
+
+
+def time_case(method, arg, overrides, repeats):
+  config = common.make(method, arg)
+  for k, v in overrides.items():
+    config.learner[k] = v
+  shape, outputs, cpt = SHAPES[config.arch]
+  learner = make_learner(method, config.learner.to_dict(),
+                         networks.make_network(config.arch, outputs), cpt)
+  key = jax.random.PRNGKey(0)
+  batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt)
+             for i in range(repeats)]
+  state = learner.init(key, batches[0])
+  # Fill the buffer (task 0), as in the middle of a run.
+  fill = synthetic_batch(key, shape, outputs, cpt, n=config.learner.memory_size, task=0)
+  from lamaml_jax import replay  # pylint: disable=g-import-not-at-top
+  state = state._replace(memory=replay.add(state.memory, key, fill), task=jnp.int32(0))
+  epoch = jnp.int32(1)  # no pushes: the steady state of later epochs / glances
+
+  t0 = time.perf_counter()
+  compiled = learner.observe.lower(state, batches[0], epoch).compile()
+  compile_s = time.perf_counter() - t0
+  state, _ = compiled(state, batches[0], epoch)
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  for b in batches:
+    state, m = compiled(state, b, epoch)
+  jax.block_until_ready(state)
+  call_ms = (time.perf_counter() - t0) / repeats * 1e3
+
+  stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *batches)
+  scan = jax.jit(lambda s, bs: jax.lax.scan(lambda s, b: learner.observe(s, b, epoch), s, bs))
+  t0 = time.perf_counter()
+  scan_compiled = scan.lower(state, stacked).compile()
+  scan_compile_s = time.perf_counter() - t0
+  state, _ = scan_compiled(state, stacked)
+  jax.block_until_ready(state)
+  t0 = time.perf_counter()
+  state, _ = scan_compiled(state, stacked)
+  jax.block_until_ready(state)
+  scan_ms = (time.perf_counter() - t0) / repeats * 1e3
+  return {"compile_s": round(compile_s, 2), "ms_per_observe_call": round(call_ms, 2),
+          "program_compile_s": round(scan_compile_s, 2),
+          "ms_per_observe_in_program": round(scan_ms, 2),
+          "glances": int(config.learner.glances),
+          "ms_per_meta_update_in_program": round(scan_ms / config.learner.glances, 3)}
+
+
+def full_run():
+  config = common.make("lamaml", "mnist5k_rotations")
+  with tempfile.TemporaryDirectory() as workdir:
+    t0 = time.perf_counter()
+    results = train.run(config, workdir)
+    wall = time.perf_counter() - t0
+  return {"wall_s": round(wall, 1), "ra": round(results["ra"], 4),
+          "meta_updates": results["meta_updates"]}
+
+
+def main(argv):
+  del argv
+  info = {"device": str(jax.devices()[0]), "backend": jax.default_backend(),
+          "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+          "jax": jax.__version__}
+  figures = {"machine": info, "cases": {}}
+  print(f"{'case':<16} {'compile s':>9} {'ms/call':>8} {'ms/obs prog':>11} "
+        f"{'ms/update':>9}  description")
+  for name in CASES_FLAG.value:
+    description, method, arg, overrides = CASES[name]
+    r = time_case(method, arg, overrides, REPEATS.value)
+    figures["cases"][name] = r
+    print(f"{name:<16} {r['compile_s']:>9.2f} {r['ms_per_observe_call']:>8.2f} "
+          f"{r['ms_per_observe_in_program']:>11.2f} "
+          f"{r['ms_per_meta_update_in_program']:>9.3f}  {description}", flush=True)
+  if FULL_RUN.value:
+    figures["full_run_mnist5k_rotations"] = full_run()
+    print("full 20-task mnist5k_rotations La-MAML run:",
+          figures["full_run_mnist5k_rotations"])
+  figures["peak_host_memory_mb"] = round(
+      resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+  print(json.dumps(figures, indent=2))
+  if JSON_OUT.value:
+    with open(JSON_OUT.value, "w") as f:
+      json.dump(figures, f, indent=2)
+
+
+if __name__ == "__main__":
+  app.run(main)
