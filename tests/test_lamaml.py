@@ -158,3 +158,23 @@ def test_inner_steps_must_split_the_batch(k):
 def test_unknown_variant():
   with pytest.raises(ValueError, match="lamaml"):
     lamaml.preset("maml++")
+
+
+def test_sweep_values_given_to_init_act_like_static_ones():
+  """init(alpha_init=, opt_lr=, opt_wt=) under vmap equals separate static runs."""
+  b = batch(jax.random.PRNGKey(0))
+  values = [(0.05, 0.1, 0.02), (0.2, 0.4, 0.08)]
+  batched = lamaml.make(hparams("sync"), NET, None)
+  sweep = {k: jnp.array([v[i] for v in values]) for i, k in enumerate(lamaml.SWEEPABLE)}
+  keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
+  states = jax.vmap(lambda k, s: batched.init(k, b, **s))(keys, sweep)
+  states, _ = jax.vmap(batched.observe, in_axes=(0, None, None))(states, b, jnp.int32(0))
+  for i, (a0, lr, wt) in enumerate(values):
+    single = lamaml.make(hparams("sync", alpha_init=a0, opt_lr=lr, opt_wt=wt), NET, None)
+    s, _ = single.observe(single.init(jax.random.PRNGKey(1), b), b, jnp.int32(0))
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], states.params),
+                                s.params, atol=1e-6)
+    chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], states.lrs),
+                                s.lrs, atol=1e-6)
+  with pytest.raises(ValueError, match="Cannot sweep"):
+    batched.init(jax.random.PRNGKey(0), b, glances=3)

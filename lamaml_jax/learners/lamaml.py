@@ -8,7 +8,10 @@
 | laer    | yes       | θ ← θ − relu(α_new) ⊙ clip(∇θ ℓ_ER) | last      | every call         |
 
 All four are values of `LaMAMLHparams`; `preset(method)` gives the table's choices
-and a config may override any of them.
+and a config may override any of them. The scalar step sizes `SWEEPABLE` can also
+be given to `init` as arrays, so that a vmapped program trains many settings at
+once (they live in the state: α in `lrs`, η and β in the optax states through
+`optax.inject_hyperparams`).
 
 One `observe` call, per glance g = 0..glances-1:
   1. shuffle the stream batch (B samples of task t);
@@ -34,6 +37,7 @@ from lamaml_jax.learners import base
 from lamaml_jax.types import Batch, Params, PRNGKey
 
 METHODS = ("lamaml", "sync", "cmaml", "laer")
+SWEEPABLE = ("alpha_init", "opt_lr", "opt_wt")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,8 +156,8 @@ def make(hp: LaMAMLHparams, network: nn.Module,
   """Builds the learner; `observe` and `predict` are jit-compiled."""
   loss_fn = base.make_loss(network, classes_per_task)
   options = hp.lookahead_options
-  lr_tx = optax.sgd(hp.opt_lr)
-  wt_tx = optax.sgd(hp.opt_wt)
+  sgd = optax.inject_hyperparams(optax.sgd)
+  lr_tx, wt_tx = sgd(learning_rate=hp.opt_lr), sgd(learning_rate=hp.opt_wt)
 
   def check_batch(batch: Batch):
     b = batch.y.shape[0]
@@ -162,15 +166,24 @@ def make(hp: LaMAMLHparams, network: nn.Module,
           f"inner_steps={hp.inner_steps} must divide the batch size {b} (and not "
           f"exceed it); set inner_steps to a divisor of {b} or change batch_size.")
 
-  def init(key: PRNGKey, example: Batch) -> LaMAMLState:
+  def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> LaMAMLState:
+    """Initial state; `sweep` may override the `SWEEPABLE` step sizes (scalars)."""
     check_batch(example)
+    unknown = set(sweep) - set(SWEEPABLE)
+    if unknown:
+      raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: {SWEEPABLE}.")
+    values = {name: sweep.get(name, getattr(hp, name)) for name in SWEEPABLE}
     init_key, key = jax.random.split(key)
     params = network.init(init_key, example.x)["params"]
-    lrs = jax.tree_util.tree_map(lambda p: jnp.full_like(p, hp.alpha_init), params)
+    lrs = jax.tree_util.tree_map(
+        lambda p: jnp.full_like(p, values["alpha_init"]), params)
+    lr_opt_state, wt_opt_state = lr_tx.init(lrs), wt_tx.init(params)
+    lr_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_lr"], jnp.float32)
+    wt_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_wt"], jnp.float32)
     memory = replay_lib.init(hp.memory_size, example.x.shape[1:], example.x.dtype)
     return LaMAMLState(
-        params=params, lrs=lrs, lr_opt_state=lr_tx.init(lrs),
-        wt_opt_state=wt_tx.init(params), memory=memory,
+        params=params, lrs=lrs, lr_opt_state=lr_opt_state,
+        wt_opt_state=wt_opt_state, memory=memory,
         old_memory=jax.tree_util.tree_map(jnp.copy, memory),  # distinct buffers
         task=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32), key=key)
 
