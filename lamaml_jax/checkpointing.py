@@ -7,6 +7,8 @@ left by a killed process are removed on the next start.
 from __future__ import annotations
 
 import os
+import re
+import sys
 from typing import Any, Optional
 
 import jax
@@ -15,6 +17,27 @@ import orbax.checkpoint as ocp
 
 class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
+
+
+def _silence_late_tensorstore_callbacks() -> None:
+  """Drops the "Event loop is closed" noise of a failed restore.
+
+  When one array of a checkpoint cannot be read, orbax's event loop ends while
+  TensorStore still completes the other reads; each completion then fails to
+  reach the closed loop and is reported through `sys.unraisablehook`, printing
+  dozens of tracebacks around the one clear error. Only those are dropped.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, "_drops_closed_loop_callbacks", False):
+    return
+
+  def hook(unraisable):
+    e = unraisable.exc_value
+    if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+      previous(unraisable)
+
+  hook._drops_closed_loop_callbacks = True  # pylint: disable=protected-access
+  sys.unraisablehook = hook
 
 
 class Checkpointer:
@@ -45,12 +68,18 @@ class Checkpointer:
     """
     step = self.latest_step() if step is None else step
     abstract = jax.tree_util.tree_map(ocp.utils.to_shape_dtype_struct, template)
+    _silence_late_tensorstore_callbacks()
     try:
       return self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises many types; all mean "cannot resume".
+      # TensorStore appends its whole JSON spec (kilobytes) to the readable part.
+      detail = re.split(r"\s*\[tensorstore_spec=|\s*See full TensorStore details",
+                        f"{type(e).__name__}: {e}")[0]
+      if len(detail) > 600:
+        detail = detail[:600] + " ..."
       raise CheckpointError(
           f"Cannot restore checkpoint {step} in {self.directory}: "
-          f"{type(e).__name__}: {e}. The run was not restarted. Delete that step's "
+          f"{detail}. The run was not restarted. Delete that step's "
           "directory to resume from an older checkpoint, or pass --overwrite to "
           "start the run afresh.") from e
 

@@ -25,6 +25,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from lamaml_jax import checkpointing
 from lamaml_jax import train
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
@@ -78,7 +79,7 @@ def main(argv, config_flag):
       "runs", f"{config.method}_{config.dataset}_{config.setting}_seed{config.seed}")
   try:
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
-  except (ValueError, train.DivergenceError) as e:
+  except (ValueError, train.DivergenceError, checkpointing.CheckpointError) as e:
     logging.error("%s", e)
     sys.exit(f"error: {e}")
 

@@ -42,8 +42,11 @@ CONFIG_FILE = "config.json"
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
-OUTPUTS = (CONFIG_FILE, RESULTS_FILE, METRICS_FILE, CHECKPOINT_DIR, "tensorboard",
-           "accuracy_matrix.png", "task_accuracies.png")
+# In the order --overwrite deletes them: checkpoints first (so that an interrupted
+# deletion never leaves a resumable run without its logs), config.json last (until
+# everything else is gone it still names the run the files belong to).
+OUTPUTS = (CHECKPOINT_DIR, RESULTS_FILE, METRICS_FILE, "tensorboard",
+           "accuracy_matrix.png", "task_accuracies.png", CONFIG_FILE)
 
 
 class DivergenceError(RuntimeError):
@@ -52,6 +55,12 @@ class DivergenceError(RuntimeError):
 
 class WorkdirConflictError(ValueError):
   """The workdir holds a run of a different configuration."""
+
+
+# Fields that change how a run is executed, not what it computes: a run may resume
+# with other values.
+EXECUTION_FIELDS = ("steps_per_program", "checkpoint_every_minutes", "keep_checkpoints",
+                    "eval_batch_size")
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -67,9 +76,10 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
   if os.path.exists(path):
     with open(path) as f:
       found = json.load(f)
-    if found != wanted:
+    diff = sorted(k for k in set(found) | set(wanted)
+                  if found.get(k) != wanted.get(k) and k not in EXECUTION_FIELDS)
+    if diff:
       if not overwrite:
-        diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
         raise WorkdirConflictError(
             f"{workdir} holds a run of a different config (differs in: "
             f"{', '.join(diff)}). Use another --workdir, or pass --overwrite to "
@@ -81,6 +91,10 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
         shutil.rmtree(target)
       elif os.path.exists(target):
         os.remove(target)
+  # Temporaries of atomic writes (io_utils) that a killed process left behind.
+  for name in os.listdir(workdir):
+    if name.endswith(".tmp") and any(name.startswith(f".{o}.") for o in OUTPUTS):
+      os.remove(os.path.join(workdir, name))
   io_utils.atomic_write_json(path, wanted)
 
 
@@ -213,7 +227,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         0, 0, np.zeros((num_tasks + 1, num_tasks)), 0.0).to_tree()}
     restored = ckpt.restore(template)
     state, progress = restored["state"], Progress.from_tree(restored["progress"])
-    _trim_metrics_log(metrics_path, latest)
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)
   else:
@@ -227,12 +240,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
     ckpt.save(progress.task * steps + progress.step, {"state": state, "progress": tree})
 
+  # Records and events past the checkpoint resumed from (all of them when there is
+  # none: a process killed before its first checkpoint) are written again below.
+  resume_step = latest or 0
+  _trim_metrics_log(metrics_path, resume_step)
   first_task = progress.task
 
   last_save = time.time()
   with io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
       os.path.join(workdir, "tensorboard"),
-      purge_step=None if latest is None else latest) as tb:
+      purge_step=resume_step) as tb:
     for t in range(progress.task, num_tasks):
       task_x = jax.device_put(benchmark.train_x[t])
       task_y = jax.device_put(benchmark.train_y[t])

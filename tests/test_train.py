@@ -86,6 +86,14 @@ def test_workdir_with_another_config_is_refused(finished_run, tmp_path):
     train.run(config, workdir)
 
 
+def test_resuming_with_other_execution_settings_is_allowed(finished_run):
+  workdir, whole = finished_run
+  config = small_config()
+  config.steps_per_program, config.checkpoint_every_minutes = 7, 1.0
+  again = train.run(config, workdir)  # resumes the finished run
+  assert again["accuracy_matrix"] == whole["accuracy_matrix"]
+
+
 def test_divergence_stops_with_incomplete_results(tmp_path):
   config = small_config(alpha_init=1e6, opt_lr=1e6, grad_clip_norm=1e30)
   with pytest.raises(train.DivergenceError, match=r"task 0, epoch 0, step \d+"):
