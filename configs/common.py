@@ -115,6 +115,11 @@ def make(method: str, arg: str) -> ml_collections.ConfigDict:
   c.setting = setting
   c.hparams_source = source
   c.seed = 0
+  c.num_seeds = 1               # members seed, seed+1, ...: one vmapped program
+  c.grid = ""                   # e.g. 'alpha_init=0.03,0.1;opt_lr=0.1,0.3' (x seeds)
+  # Members run 'vmap'ped (fast on GPU/TPU) or 'map'ped one after another (bitwise
+  # equal to single runs); 'auto': map on CPU, vmap elsewhere.
+  c.member_batching = "auto"
   c.num_tasks = config_dict.placeholder(int)         # None: the benchmark's
   c.samples_per_task = config_dict.placeholder(int)  # None: the benchmark's
   c.batch_size = 10

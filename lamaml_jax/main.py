@@ -42,6 +42,9 @@ SETTING = flags.DEFINE_enum(
     "setting", None, ["single_pass", "multi_pass"],
     "single_pass (MNIST's only setting) or multi_pass; default: the dataset's.")
 SEED = flags.DEFINE_integer("seed", None, "Random seed (overrides config.seed).")
+NUM_SEEDS = flags.DEFINE_integer(
+    "num_seeds", None, "Train seeds seed..seed+N-1 as one vmapped program "
+    "(overrides config.num_seeds); see also --config.grid.")
 WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 OVERWRITE = flags.DEFINE_bool(
@@ -75,8 +78,14 @@ def main(argv, config_flag):
   config = config_flag.value
   if SEED.value is not None:
     config.seed = SEED.value
-  workdir = WORKDIR.value or os.path.join(
-      "runs", f"{config.method}_{config.dataset}_{config.setting}_seed{config.seed}")
+  if NUM_SEEDS.value is not None:
+    config.num_seeds = NUM_SEEDS.value
+  name = f"{config.method}_{config.dataset}_{config.setting}_seed{config.seed}"
+  if config.num_seeds > 1:
+    name += f"x{config.num_seeds}"
+  if config.grid:
+    name += "_grid"
+  workdir = WORKDIR.value or os.path.join("runs", name)
   try:
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
   except (ValueError, train.DivergenceError, checkpointing.CheckpointError) as e:

@@ -82,19 +82,41 @@ def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
   return batch, epoch
 
 
+def over_members(fn: Callable, batching: str) -> Callable:
+  """Maps `fn` over the leading member axis of all its arguments.
+
+  'vmap' vectorises the members (what pays on GPU/TPU); 'map' runs them one after
+  another inside the program (`lax.map`), so each member computes bit for bit what
+  a single-member run computes: XLA:CPU's batched matmuls round differently from
+  unbatched ones, and training amplifies those last bits.
+  """
+  if batching == "vmap":
+    return jax.vmap(fn)
+  if batching == "map":
+    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
+  raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
+
+
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
-                       augment: Optional[Augment]) -> Callable:
+                       augment: Optional[Augment], batching: str = "vmap") -> Callable:
   """Returns `train(state, task_x, task_y, task, data_key, start, num_steps)`.
 
-  `num_steps` is static (one compilation per distinct length); the others are
-  device arrays. Returns (state, metrics) with each metric stacked over steps [S].
+  Mapped over a leading member axis (see `members`, `over_members`): state
+  [M, ...], task_x [M, N, ...], task_y [M, N], data_key [M, 2]; task and start are
+  shared scalars. `num_steps` is static (one compilation per distinct length); the
+  others are device arrays. Returns (state, metrics), each metric [M, num_steps].
   """
-  def train(state: State, task_x, task_y, task, data_key, start, num_steps: int):
+  def train_one(state: State, task_x, task_y, task, data_key, start, num_steps: int):
     def step(state, g):
       batch, epoch = stream_batch(spec, task_x, task_y, task, data_key, g,
                                   preprocess, augment)
       return learner.observe(state, batch, epoch)
     return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
+
+  def train(state: State, task_x, task_y, task, data_key, start, num_steps: int):
+    def one(state, task_x, task_y, data_key):
+      return train_one(state, task_x, task_y, task, data_key, start, num_steps)
+    return over_members(one, batching)(state, task_x, task_y, data_key)
 
   return jax.jit(train, static_argnames="num_steps", donate_argnums=0)
 
@@ -104,8 +126,10 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def make_eval_program(learner: Learner, preprocess: Preprocess,
-                      eval_batch_size: int) -> Callable:
+                      eval_batch_size: int, batching: str = "vmap") -> Callable:
   """Returns `evaluate(state, test_x [T, M, ...], test_y [T, M]) -> correct [T]`.
+
+  Mapped over a leading member axis of state, test_x and test_y (-> [members, T]).
 
   Each task's samples are scored on that task's head, in chunks of the largest
   divisor of M not above `eval_batch_size`; the result counts correct answers
@@ -129,4 +153,4 @@ def make_eval_program(learner: Learner, preprocess: Preprocess,
     tasks = jnp.arange(test_x.shape[0], dtype=jnp.int32)
     return jax.lax.map(task_accuracy, (test_x, test_y, tasks))
 
-  return jax.jit(evaluate)
+  return jax.jit(over_members(evaluate, batching))

@@ -28,6 +28,7 @@ import numpy as np
 import lamaml_jax
 from lamaml_jax import checkpointing
 from lamaml_jax import io_utils
+from lamaml_jax import members as members_lib
 from lamaml_jax import metrics as metrics_lib
 from lamaml_jax import networks
 from lamaml_jax import plots
@@ -60,7 +61,7 @@ class WorkdirConflictError(ValueError):
 # Fields that change how a run is executed, not what it computes: a run may resume
 # with other values.
 EXECUTION_FIELDS = ("steps_per_program", "checkpoint_every_minutes", "keep_checkpoints",
-                    "eval_batch_size")
+                    "eval_batch_size", "member_batching")
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -99,20 +100,39 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
 
 
 def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
-  """Benchmark, learner, stream spec and compiled programs of a config."""
-  benchmark = make_benchmark(
-      config.dataset, seed=config.seed, data_dir=data_dir,
-      num_tasks=config.num_tasks, samples_per_task=config.samples_per_task)
+  """Members, their benchmarks (by seed), learner, stream spec and compiled programs.
+
+  Returns:
+    (members, {seed: Benchmark}, learner, spec, train, evaluate); the programs are
+    vmapped over the member axis (`task_program`).
+  """
+  grid = members_lib.parse_grid(config.grid, _sweepable(config.method))
+  members = members_lib.make_members(config.seed, config.num_seeds, grid)
+  benchmarks = {}
+  for seed in sorted({m["seed"] for m in members}):
+    benchmarks[seed] = make_benchmark(
+        config.dataset, seed=seed, data_dir=data_dir,
+        num_tasks=config.num_tasks, samples_per_task=config.samples_per_task)
+  benchmark = benchmarks[members[0]["seed"]]
   network = networks.make_network(config.arch, benchmark.num_outputs)
   learner = make_learner(config.method, config.learner.to_dict(), network,
                          benchmark.classes_per_task)
   spec = task_program.StreamSpec(benchmark.samples_per_task, config.batch_size,
                                  config.epochs)
   augment = benchmark.augment if config.augment else None
-  train = task_program.make_train_program(learner, spec, benchmark.preprocess, augment)
+  batching = config.member_batching
+  if batching == "auto":
+    batching = "map" if jax.default_backend() == "cpu" else "vmap"
+  train = task_program.make_train_program(learner, spec, benchmark.preprocess, augment,
+                                          batching)
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
-                                            config.eval_batch_size)
-  return benchmark, learner, spec, train, evaluate
+                                            config.eval_batch_size, batching)
+  return members, benchmarks, learner, spec, train, evaluate
+
+
+def _sweepable(method: str) -> tuple[str, ...]:
+  from lamaml_jax.learners import lamaml  # pylint: disable=g-import-not-at-top
+  return lamaml.SWEEPABLE if method in lamaml.METHODS else ()
 
 
 def example_batch(benchmark: Benchmark, batch_size: int) -> Batch:
@@ -120,6 +140,18 @@ def example_batch(benchmark: Benchmark, batch_size: int) -> Batch:
   return Batch(x=x, y=jnp.asarray(benchmark.train_y[0, :batch_size], jnp.int32),
                task=jnp.zeros((batch_size,), jnp.int32),
                weight=jnp.ones((batch_size,), jnp.float32))
+
+
+def init_members(learner, members: list[dict], example: Batch):
+  """Vmapped `learner.init` -> (state [M, ...], data_root keys [M, 2]).
+
+  Member m uses PRNGKey(seed) split into (init key, data key), as a single run does.
+  """
+  keys = jnp.stack([jax.random.split(jax.random.PRNGKey(m["seed"])) for m in members])
+  sweep = {k: jnp.asarray([m[k] for m in members], jnp.float32)
+           for k in members[0] if k != "seed"}
+  state = jax.vmap(lambda k, sw: learner.init(k, example, **sw))(keys[:, 0], sweep)
+  return state, keys[:, 1]
 
 
 def package_versions() -> dict[str, str]:
@@ -134,54 +166,99 @@ def package_versions() -> dict[str, str]:
 class Progress:
   """Where a run stands; saved with the learner state in every checkpoint.
 
-  acc: [T + 1, T] accuracies; row 0 is the untrained model, row i + 1 is after task
-  i (NaN while not reached). task/step: next task and step within it.
+  acc: [M, T + 1, T] accuracies per member; row 0 is the untrained model, row
+  i + 1 is after task i (NaN while not reached, and after a member diverged).
+  task/step: next task and step within it.
+  diverged: [M] global step at which each member first went non-finite, -1 if not.
   elapsed: wall seconds spent in earlier processes of this run.
   """
   task: int
   step: int
   acc: np.ndarray
+  diverged: np.ndarray
   elapsed: float
+
+  @classmethod
+  def start(cls, num_members: int, num_tasks: int) -> "Progress":
+    return cls(0, 0, np.full((num_members, num_tasks + 1, num_tasks), np.nan),
+               np.full((num_members,), -1, np.int64), 0.0)
 
   def to_tree(self) -> dict:
     return {"task": jnp.asarray(self.task, jnp.int32),
             "step": jnp.asarray(self.step, jnp.int32),
             "acc": np.asarray(self.acc, np.float64),
-            "elapsed": jnp.asarray(self.elapsed, jnp.float64
-                                   if jax.config.jax_enable_x64 else jnp.float32)}
+            "diverged": np.asarray(self.diverged, np.int64),
+            "elapsed": np.asarray(self.elapsed, np.float64)}
 
   @classmethod
   def from_tree(cls, tree: dict) -> "Progress":
     return cls(task=int(tree["task"]), step=int(tree["step"]),
-               acc=np.array(tree["acc"], np.float64), elapsed=float(tree["elapsed"]))
+               acc=np.array(tree["acc"], np.float64),
+               diverged=np.array(tree["diverged"], np.int64),
+               elapsed=float(tree["elapsed"]))
 
 
-def _results(config, benchmark, progress: Progress, state, wall: float,
-             status: str, message: str = "") -> dict:
-  done = progress.task
-  matrix = progress.acc[1:]
-  summary = (metrics_lib.summarize(matrix, progress.acc[0], num_rows=done)
-             if done > 0 else {})
+def _divergence_message(member: dict, global_step: int, steps: int,
+                        steps_per_epoch: int) -> str:
+  task, step = divmod(global_step, steps)
+  epoch, batch = divmod(step, steps_per_epoch)
+  return (f"Non-finite loss, gradient, weight or learning rate at task {task}, "
+          f"epoch {epoch}, step {batch} (step {step} of the task; "
+          f"{members_lib.label(member)}). Lower the learning rates (alpha_init, "
+          "opt_lr, opt_wt) or grad_clip_norm.")
+
+
+def _member_result(member: dict, benchmark: Benchmark, acc: np.ndarray,
+                   diverged_step: int, progress: Progress, steps: int,
+                   meta_updates: int, message: str) -> dict:
+  done = progress.task if diverged_step < 0 else diverged_step // steps
+  summary = metrics_lib.summarize(acc[1:], acc[0], num_rows=done) if done > 0 else {}
   return {
-      "method": config.method, "dataset": config.dataset, "setting": config.setting,
-      "seed": config.seed, "status": status, "message": message,
-      "tasks_completed": done, "num_tasks": benchmark.num_tasks,
+      **member, "status": "diverged" if diverged_step >= 0 else (
+          "complete" if progress.task == acc.shape[1] else "incomplete"),
+      "message": message, "tasks_completed": done,
       "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row]
-                          for row in matrix],
-      "untrained_accuracy": progress.acc[0].tolist(),
-      **summary,
-      "wall_time_s": wall, "meta_updates": int(state.step),
-      "benchmark": benchmark.info, "versions": package_versions(),
-  }
+                          for row in acc[1:]],
+      "untrained_accuracy": acc[0].tolist(), **summary,
+      "meta_updates": meta_updates, "benchmark": benchmark.info}
+
+
+def _results(config, members, benchmarks, progress: Progress, state, steps: int,
+             steps_per_epoch: int, wall: float) -> dict:
+  """results.json: the first member's fields at top level (a single-seed run's
+  whole result) plus, with several members, every member and mean ± std."""
+  meta_updates = np.asarray(jax.device_get(state.step)).tolist()
+  per_member = []
+  for i, m in enumerate(members):
+    d = int(progress.diverged[i])
+    message = "" if d < 0 else _divergence_message(m, d, steps, steps_per_epoch)
+    per_member.append(_member_result(m, benchmarks[m["seed"]], progress.acc[i], d,
+                                     progress, steps, int(meta_updates[i]), message))
+  results = {"method": config.method, "dataset": config.dataset,
+             "setting": config.setting, **per_member[0], "wall_time_s": wall,
+             "num_members": len(members), "versions": package_versions()}
+  if len(members) > 1:
+    results["members"] = per_member
+    finished = [r for r in per_member if r["status"] == "complete"]
+    if finished:
+      keys = ("ra", "bti", "bti_official", "la", "fwt")
+      stats = metrics_lib.mean_std([{k: r[k] for k in keys} for r in finished])
+      results["mean_std"] = {k: list(v) for k, v in stats.items()}
+      results["mean_std_over"] = len(finished)
+  return results
 
 
 def _write_outputs(workdir: str, results: dict, acc: np.ndarray, title: str) -> None:
+  """results.json, then plots of the members' mean accuracy matrix."""
   io_utils.atomic_write_json(os.path.join(workdir, RESULTS_FILE), results)
   done = results["tasks_completed"]
   if done > 0:
-    plots.plot_accuracy_matrix(acc[1:], os.path.join(workdir, "accuracy_matrix.png"), title)
-    plots.plot_task_accuracies(acc[1:], os.path.join(workdir, "task_accuracies.png"),
-                               title, b=acc[0])
+    with np.errstate(all="ignore"):
+      mean = np.nanmean(acc, axis=0) if acc.shape[0] > 1 else acc[0]
+    plots.plot_accuracy_matrix(mean[1:], os.path.join(workdir, "accuracy_matrix.png"),
+                               title)
+    plots.plot_task_accuracies(mean[1:], os.path.join(workdir, "task_accuracies.png"),
+                               title, b=mean[0])
 
 
 def _trim_metrics_log(path: str, global_step: int) -> None:
@@ -199,39 +276,45 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     The results dict also written to `workdir/results.json`.
 
   Raises:
-    DivergenceError: non-finite values; the last good checkpoint is kept and
-      results.json is written with status 'diverged' and the finished rows.
+    DivergenceError: every member hit non-finite values; the last good checkpoint
+      is kept and results.json is written with status 'diverged' and the finished
+      rows. (With several members, a diverged member is marked and the rest go on.)
     WorkdirConflictError, checkpointing.CheckpointError, ValueError: see messages.
   """
   start_time = time.time()
   prepare_workdir(config, workdir, overwrite)
-  benchmark, learner, spec, train, evaluate = build(config, data_dir)
-  num_tasks, steps = benchmark.num_tasks, spec.steps_per_task
+  members, benchmarks, learner, spec, train, evaluate = build(config, data_dir)
+  member_benchmarks = [benchmarks[m["seed"]] for m in members]
+  benchmark = member_benchmarks[0]
+  num_members, num_tasks, steps = len(members), benchmark.num_tasks, spec.steps_per_task
   chunk = config.steps_per_program or steps
-  title = f"{config.method} on {config.dataset} ({config.setting}, seed {config.seed})"
+  seeds = sorted({m["seed"] for m in members})
+  title = (f"{config.method} on {config.dataset} ({config.setting}, seed"
+           f"{'s ' + ','.join(map(str, seeds)) if len(seeds) > 1 else ' ' + str(seeds[0])}"
+           f"{', %d members' % num_members if num_members > len(seeds) else ''})")
 
-  init_key, data_root = jax.random.split(jax.random.PRNGKey(config.seed))
-  state = learner.init(init_key, example_batch(benchmark, config.batch_size))
-  test_x = jax.device_put(benchmark.test_x)
-  test_y = jax.device_put(benchmark.test_y)
+  state, data_roots = init_members(learner, members, example_batch(
+      benchmark, config.batch_size))
+  test_x = jax.device_put(members_lib.stack([b.test_x for b in member_benchmarks]))
+  test_y = jax.device_put(members_lib.stack([b.test_y for b in member_benchmarks]))
 
   def accuracy(state) -> np.ndarray:
-    return np.asarray(jax.device_get(evaluate(state, test_x, test_y))) / test_y.shape[1]
+    return np.asarray(jax.device_get(evaluate(state, test_x, test_y))) / test_y.shape[2]
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                     config.keep_checkpoints)
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = ckpt.latest_step()
   if latest is not None:
-    template = {"state": state, "progress": Progress(
-        0, 0, np.zeros((num_tasks + 1, num_tasks)), 0.0).to_tree()}
+    template = {"state": state,
+                "progress": Progress.start(num_members, num_tasks).to_tree()}
     restored = ckpt.restore(template)
     state, progress = restored["state"], Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)
   else:
-    progress = Progress(0, 0, np.full((num_tasks + 1, num_tasks), np.nan), 0.0)
-    progress.acc[0] = accuracy(state)
+    progress = Progress.start(num_members, num_tasks)
+    progress.acc[:, 0] = accuracy(state)
 
   def wall() -> float:
     return progress.elapsed + time.time() - start_time
@@ -239,6 +322,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   def save():
     tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
     ckpt.save(progress.task * steps + progress.step, {"state": state, "progress": tree})
+
+  def results():
+    return _results(config, members, benchmarks, progress, state, steps,
+                    spec.steps_per_epoch, wall())
 
   # Records and events past the checkpoint resumed from (all of them when there is
   # none: a process killed before its first checkpoint) are written again below.
@@ -251,32 +338,35 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       os.path.join(workdir, "tensorboard"),
       purge_step=resume_step) as tb:
     for t in range(progress.task, num_tasks):
-      task_x = jax.device_put(benchmark.train_x[t])
-      task_y = jax.device_put(benchmark.train_y[t])
+      task_x = jax.device_put(members_lib.stack([b.train_x[t] for b in member_benchmarks]))
+      task_y = jax.device_put(members_lib.stack([b.train_y[t] for b in member_benchmarks]))
       task_id = jax.device_put(np.int32(t))
-      data_key = jax.random.fold_in(data_root, t)
+      data_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_roots, t)
       while progress.step < steps:
         n = min(chunk, steps - progress.step)
-        state, m = train(state, task_x, task_y, task_id, data_key,
+        state, m = train(state, task_x, task_y, task_id, data_keys,
                          jax.device_put(np.int32(progress.step)), num_steps=n)
         m = jax.device_get(m)
-        if not np.all(m["finite"]):
-          first = progress.step + int(np.argmin(m["finite"]))
-          epoch, batch = divmod(first, spec.steps_per_epoch)
-          message = (f"Non-finite loss, gradient, weight or learning rate at task {t}, "
-                     f"epoch {epoch}, step {batch} (step {first} of the task). The run "
-                     "stopped; the last good checkpoint is kept and results.json holds "
-                     "the finished tasks. Lower the learning rates (alpha_init, opt_lr, "
-                     "opt_wt) or grad_clip_norm.")
-          _write_outputs(workdir, _results(config, benchmark, progress, state, wall(),
-                                           "diverged", message), progress.acc, title)
-          raise DivergenceError(message)
+        newly = (~m["finite"].all(axis=1)) & (progress.diverged < 0)
+        for i in np.flatnonzero(newly):
+          progress.diverged[i] = t * steps + progress.step + int(np.argmin(m["finite"][i]))
+          logging.warning("%s", _divergence_message(
+              members[i], int(progress.diverged[i]), steps, spec.steps_per_epoch))
+        if np.all(progress.diverged >= 0):
+          out = results()
+          _write_outputs(workdir, out, progress.acc, title)
+          raise DivergenceError(
+              out["message"] + " The run stopped; the last good checkpoint is kept and "
+              "results.json holds the finished tasks.")
         progress.step += n
         global_step = t * steps + progress.step
+        alive = progress.diverged < 0
         record = {"global_step": global_step, "task": t,
                   "epoch": (progress.step - 1) // spec.steps_per_epoch,
-                  "loss": float(np.mean(m["loss"])),
-                  "inner_loss": float(np.mean(m["inner_loss"]))}
+                  "loss": float(np.mean(m["loss"][alive])),
+                  "inner_loss": float(np.mean(m["inner_loss"][alive]))}
+        if num_members > 1:
+          record["loss_per_member"] = np.mean(m["loss"], axis=1).tolist()
         log.write(record)
         tb.scalars({"train/loss": record["loss"],
                     "train/inner_loss": record["inner_loss"]}, global_step)
@@ -285,14 +375,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
           tb.flush()
           save()
           last_save = time.time()
-      row = accuracy(state)
-      progress.acc[t + 1] = row
+      rows = accuracy(state)
+      rows[progress.diverged >= 0] = np.nan
+      progress.acc[:, t + 1] = rows
       progress.task, progress.step = t + 1, 0
-      seen = float(np.mean(row[:t + 1]))
-      log.write({"global_step": (t + 1) * steps, "task": t, "eval_accuracy": row.tolist(),
-                 "mean_seen_accuracy": seen})
+      seen = float(np.nanmean(rows[:, :t + 1]))
+      record = {"global_step": (t + 1) * steps, "task": t,
+                "eval_accuracy": rows[0].tolist(), "mean_seen_accuracy": seen}
+      if num_members > 1:
+        record["eval_accuracy_per_member"] = rows.tolist()
+      log.write(record)
       tb.scalars({"eval/mean_seen_accuracy": seen, "eval/mean_all_accuracy":
-                  float(np.mean(row))}, (t + 1) * steps)
+                  float(np.nanmean(rows))}, (t + 1) * steps)
       tb.flush()
       save()
       last_save = time.time()
@@ -300,10 +394,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       logging.info("task %d/%d | seen-task accuracy %.4f | %.1f s | ETA %.0f s",
                    t + 1, num_tasks, seen, wall(), eta)
 
-  results = _results(config, benchmark, progress, state, wall(), "complete")
-  _write_outputs(workdir, results, progress.acc, title)
+  out = results()
+  _write_outputs(workdir, out, progress.acc, title)
   ckpt.close()
-  logging.info("%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f in %.1f s", title,
-               results["ra"], results["bti"], results["la"], results["fwt"],
-               results["wall_time_s"])
-  return results
+  if "ra" in out:
+    logging.info("%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f in %.1f s", title,
+                 out["ra"], out["bti"], out["la"], out["fwt"], out["wall_time_s"])
+  if "mean_std" in out:
+    logging.info("mean ± std over %d members: %s", out["mean_std_over"], ", ".join(
+        f"{k.upper()} {v[0]:.4f} ± {v[1]:.4f}" for k, v in out["mean_std"].items()))
+  return out

@@ -33,21 +33,25 @@ def test_each_epoch_visits_every_sample_once_in_its_own_order():
 
 def test_a_whole_task_runs_without_host_transfers():
   config = small_config()
-  benchmark, learner, spec, train_fn, evaluate = train.build(config)
-  state = learner.init(jax.random.PRNGKey(0), train.example_batch(benchmark, 10))
-  args = [jax.device_put(a) for a in (benchmark.train_x[0], benchmark.train_y[0],
-                                      np.int32(0))]
-  key, start = jax.random.PRNGKey(1), jax.device_put(np.int32(0))
-  test_x, test_y = jax.device_put(benchmark.test_x), jax.device_put(benchmark.test_y)
+  config.num_seeds = 2
+  members, benchmarks, learner, spec, train_fn, evaluate = train.build(config)
+  example = train.example_batch(benchmarks[0], 10)
+  stack = lambda f: jax.device_put(np.stack([f(benchmarks[m["seed"]]) for m in members]))
+  task_x, task_y = stack(lambda b: b.train_x[0]), stack(lambda b: b.train_y[0])
+  test_x, test_y = stack(lambda b: b.test_x), stack(lambda b: b.test_y)
+  task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
   # Compile first (compilation itself moves constants); then run guarded.
-  state, _ = train_fn(state, *args, key, start, num_steps=spec.steps_per_task)  # donates
+  state, keys = train.init_members(learner, members, example)
+  state, _ = train_fn(state, task_x, task_y, task, keys, start,
+                      num_steps=spec.steps_per_task)  # donates its state argument
   evaluate(state, test_x, test_y)
-  state = learner.init(jax.random.PRNGKey(0), train.example_batch(benchmark, 10))
+  state, keys = train.init_members(learner, members, example)
   with jax.transfer_guard("disallow"):
-    state, metrics = train_fn(state, *args, key, start, num_steps=spec.steps_per_task)
+    state, metrics = train_fn(state, task_x, task_y, task, keys, start,
+                              num_steps=spec.steps_per_task)
     correct = evaluate(state, test_x, test_y)
-  assert metrics["loss"].shape == (spec.steps_per_task,)  # 2 epochs x 5 batches
-  assert correct.shape == (2,) and int(jax.device_get(correct).max()) <= test_y.shape[1]
+  assert metrics["loss"].shape == (2, spec.steps_per_task)  # 2 epochs x 5 batches
+  assert correct.shape == (2, 2) and int(jax.device_get(correct).max()) <= test_y.shape[2]
 
 
 def test_evaluation_counts_correct_answers():
@@ -61,4 +65,6 @@ def test_evaluation_counts_correct_answers():
   y = jnp.array([[1, 2, 3, 4, 5, 6], [0, 0, 0, 0, 0, 0]], jnp.int32)
   # Task 0: first pixel = label (all right); task 1: half of them wrong.
   x = jnp.stack([y[0], jnp.array([0, 1, 0, 1, 0, 1])])[..., None]
-  np.testing.assert_array_equal(evaluate(None, x.astype(jnp.float32), y), [6, 3])
+  state = jnp.zeros((1,))  # one member
+  np.testing.assert_array_equal(
+      evaluate(state, x[None].astype(jnp.float32), y[None]), [[6, 3]])

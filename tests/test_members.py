@@ -1,0 +1,89 @@
+"""Several seeds and hyperparameter settings as one vmapped program."""
+import numpy as np
+import pytest
+
+from configs import common
+from lamaml_jax import members
+from lamaml_jax import train
+
+
+def small_config(**kw):
+  config = common.make("lamaml", "mnist5k_rotations")
+  config.num_tasks, config.samples_per_task, config.learner.glances = 2, 100, 2
+  for k, v in kw.items():
+    setattr(config, k, v)
+  return config
+
+
+@pytest.fixture(scope="module")
+def single_runs(tmp_path_factory):
+  out = {}
+  for seed, alpha in [(0, 0.15), (1, 0.15), (0, 0.05)]:
+    config = small_config(seed=seed)
+    config.learner.alpha_init = alpha
+    out[seed, alpha] = train.run(config, str(tmp_path_factory.mktemp("single")))
+  return out
+
+
+def test_seeds_equal_separate_single_seed_runs(single_runs, tmp_path):
+  results = train.run(small_config(num_seeds=2), str(tmp_path))
+  assert results["num_members"] == 2 and [m["seed"] for m in results["members"]] == [0, 1]
+  for member in results["members"]:
+    single = single_runs[member["seed"], 0.15]
+    np.testing.assert_array_equal(member["accuracy_matrix"], single["accuracy_matrix"])
+    assert member["ra"] == single["ra"]
+  assert results["accuracy_matrix"] == results["members"][0]["accuracy_matrix"]
+  ras = [m["ra"] for m in results["members"]]
+  np.testing.assert_allclose(results["mean_std"]["ra"], [np.mean(ras), np.std(ras, ddof=1)])
+
+
+def test_grid_members_equal_separate_runs(single_runs, tmp_path):
+  results = train.run(small_config(grid="alpha_init=0.05,0.15"), str(tmp_path))
+  got = {m["alpha_init"]: m["accuracy_matrix"] for m in results["members"]}
+  np.testing.assert_array_equal(got[0.05], single_runs[0, 0.05]["accuracy_matrix"])
+  np.testing.assert_array_equal(got[0.15], single_runs[0, 0.15]["accuracy_matrix"])
+
+
+def test_a_diverging_member_is_marked_and_the_rest_go_on(tmp_path):
+  config = small_config(grid="opt_lr=0.3,1e12")
+  config.learner.grad_clip_norm = 1e30
+  results = train.run(config, str(tmp_path))
+  good, bad = results["members"]
+  assert good["status"] == "complete" and good["tasks_completed"] == 2
+  assert bad["status"] == "diverged" and "opt_lr=1e+12" in bad["message"]
+  assert all(v is None for v in bad["accuracy_matrix"][-1])
+  assert results["mean_std_over"] == 1
+
+
+def test_parse_grid_and_members():
+  grid = members.parse_grid("alpha_init=0.1,0.2; opt_lr=0.3", ("alpha_init", "opt_lr"))
+  assert grid == {"alpha_init": [0.1, 0.2], "opt_lr": [0.3]}
+  ms = members.make_members(5, 2, grid)
+  assert [(m["seed"], m["alpha_init"]) for m in ms] == [(5, 0.1), (6, 0.1), (5, 0.2), (6, 0.2)]
+  assert members.make_members(0, 1, {}) == [{"seed": 0}]
+  for text, pattern in [("glances=2", "NAME in alpha_init, opt_lr"),
+                        ("opt_lr=fast", "must be numbers"),
+                        ("opt_lr=-1", ">= 0"), ("opt_lr=1;opt_lr=2", "twice")]:
+    with pytest.raises(ValueError, match=pattern):
+      members.parse_grid(text, ("alpha_init", "opt_lr"))
+  with pytest.raises(ValueError, match="num_seeds must be >= 1"):
+    members.make_members(0, 0, {})
+
+
+def test_vmapped_members_agree_with_mapped_ones_up_to_rounding():
+  import jax
+  import jax.numpy as jnp
+  config = small_config(num_seeds=2)
+  states = {}
+  for batching in ("map", "vmap"):
+    config.member_batching = batching
+    ms, benches, learner, spec, train_fn, _ = train.build(config)
+    state, keys = train.init_members(learner, ms, train.example_batch(benches[0], 10))
+    x = jnp.stack([benches[m["seed"]].train_x[0] for m in ms])
+    y = jnp.stack([benches[m["seed"]].train_y[0] for m in ms])
+    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
+    states[batching], _ = train_fn(state, x, y, jnp.int32(0), keys, jnp.int32(0),
+                                   num_steps=3)
+  for a, b in zip(jax.tree_util.tree_leaves(states["map"].params),
+                  jax.tree_util.tree_leaves(states["vmap"].params)):
+    np.testing.assert_allclose(a, b, atol=1e-5)
