@@ -51,33 +51,32 @@ def init(capacity: int, input_shape: tuple[int, ...],
 
 
 def add(buffer: ReplayBuffer, key: PRNGKey, batch: Batch) -> ReplayBuffer:
-  """Offers each sample of `batch` in order to the reservoir.
+  """Offers each sample of `batch`, in order, to the reservoir.
 
   Samples with weight 0 (padding) are skipped. Item n (0-based count of items
   offered before it) goes to slot n while the buffer is filling, else to a slot
-  j ~ U{0..n} kept only if j < capacity.
+  j ~ U{0..n} kept only if j < capacity. All slots are drawn at once and written
+  by one scatter; when two items of the batch draw the same slot the later one
+  wins, as with sequential offers.
   """
   capacity = buffer.capacity
-  keys = jax.random.split(key, batch.y.shape[0])
-
-  def offer(buf: ReplayBuffer, item):
-    x, y, task, weight, k = item
-    n = buf.seen
-    j = jax.random.randint(k, (), 0, jnp.maximum(n + 1, 1))
-    slot = jnp.where(n < capacity, n, j)
-    slot = jnp.where((slot < capacity) & (weight > 0), slot, capacity)  # dropped
-    real = (weight > 0).astype(jnp.int32)
-    buf = ReplayBuffer(
-        x=buf.x.at[slot].set(x.astype(buf.x.dtype), mode="drop"),
-        y=buf.y.at[slot].set(y, mode="drop"),
-        task=buf.task.at[slot].set(task, mode="drop"),
-        size=jnp.minimum(buf.size + real, capacity),
-        seen=n + real)
-    return buf, None
-
-  buffer, _ = jax.lax.scan(
-      offer, buffer, (batch.x, batch.y, batch.task, batch.weight, keys))
-  return buffer
+  real = batch.weight > 0
+  n = buffer.seen + jnp.cumsum(real.astype(jnp.int32)) - 1  # items offered before each
+  draws = jax.vmap(lambda k, hi: jax.random.randint(k, (), 0, hi))(
+      jax.random.split(key, real.shape[0]), jnp.maximum(n + 1, 1))
+  slot = jnp.where(n < capacity, n, draws)
+  keep = real & (slot < capacity)
+  order = jnp.arange(real.shape[0])
+  overwritten = jnp.any((slot[None, :] == slot[:, None]) & keep[None, :] &
+                        (order[None, :] > order[:, None]), axis=1)
+  slot = jnp.where(keep & ~overwritten, slot, capacity)  # out of range: dropped
+  num_real = jnp.sum(real.astype(jnp.int32))
+  return ReplayBuffer(
+      x=buffer.x.at[slot].set(batch.x.astype(buffer.x.dtype), mode="drop"),
+      y=buffer.y.at[slot].set(batch.y, mode="drop"),
+      task=buffer.task.at[slot].set(batch.task, mode="drop"),
+      size=jnp.minimum(buffer.size + num_real, capacity),
+      seen=buffer.seen + num_real)
 
 
 def sample(buffer: ReplayBuffer, key: PRNGKey, num: int) -> Batch:

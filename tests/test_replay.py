@@ -81,3 +81,21 @@ def test_sample_without_replacement_and_masks_unfilled():
 def test_sample_larger_than_capacity_raises():
   with pytest.raises(ValueError, match="capacity 4"):
     replay.sample(replay.init(4, (1,)), jax.random.PRNGKey(0), 5)
+
+
+def test_batch_offer_equals_sequential_offers_with_later_items_winning():
+  """Offering a batch equals offering its items one by one in order, for the same
+  slot draws: a later item that lands on the slot of an earlier one replaces it."""
+  buf = replay.add(replay.init(3, (1,)), jax.random.PRNGKey(0), stream(3))
+  for seed in range(30):
+    batch = stream(6, start=10)
+    got = replay.add(buf, jax.random.PRNGKey(seed), batch)
+    # Reproduce the draws: item i has seen 3 + i items before it.
+    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+    want = list(np.asarray(buf.y))
+    for i in range(6):
+      j = int(jax.random.randint(keys[i], (), 0, 3 + i + 1))
+      if j < 3:
+        want[j] = 10 + i
+    np.testing.assert_array_equal(got.y, want)
+    np.testing.assert_array_equal(got.x[:, 0], want)

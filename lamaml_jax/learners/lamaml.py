@@ -212,7 +212,9 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     check_batch(batch)
     b = batch.y.shape[0]
     task = batch.task[0]
-    old_memory = base.tree_select(task != state.task, state.memory, state.old_memory)
+    old_memory = state.old_memory
+    if hp.use_old_task_memory:  # snapshot the buffer when the task changes
+      old_memory = base.tree_select(task != state.task, state.memory, old_memory)
     key, glance_key, push_key = jax.random.split(state.key, 3)
 
     def glance(carry, inputs):
