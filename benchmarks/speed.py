@@ -3,6 +3,7 @@ r"""Speed figures of the La-MAML learners, printed as a table and JSON.
   python benchmarks/speed.py                       # all cases
   python benchmarks/speed.py --cases=mnist_fo,cifar_so --repeats=30
   python benchmarks/speed.py --full_run            # + a full 20-task mnist5k_rotations run
+  python benchmarks/speed.py --cifar_run --members=1,8,32   # accelerator figures
 
 For each case: compile time, ms per `observe` called from Python (one dispatch per
 call), and ms per observe inside a compiled task program (`lax.scan` over many
@@ -53,6 +54,14 @@ CASES_FLAG = flags.DEFINE_list("cases", list(CASES), "Cases to time.")
 REPEATS = flags.DEFINE_integer("repeats", 20, "Timed observe calls per case.")
 FULL_RUN = flags.DEFINE_bool("full_run", False,
                              "Also time a full 20-task mnist5k_rotations run.")
+CIFAR_RUN = flags.DEFINE_bool(
+    "cifar_run", False, "Also time a full CIFAR-100 multi-pass La-MAML run on "
+    "synthetic data of the real shapes (about 2 h on 2 CPU cores).")
+CIFAR_TASKS = flags.DEFINE_integer("cifar_run_tasks", 20, "Tasks of --cifar_run.")
+MEMBERS = flags.DEFINE_list(
+    "members", [], "Member counts (seeds) to time as one vmapped task program, e.g. "
+    "1,8,32, for --member_case.")
+MEMBER_CASE = flags.DEFINE_string("member_case", "mnist_fo", "Case for --members.")
 JSON_OUT = flags.DEFINE_string("json", None, "Also write the figures to this file.")
 
 
@@ -110,14 +119,49 @@ def time_case(method, arg, overrides, repeats):
           "ms_per_meta_update_in_program": round(scan_ms / config.learner.glances, 3)}
 
 
-def full_run():
-  config = common.make("lamaml", "mnist5k_rotations")
+def full_run(arg: str, num_tasks=None):
+  """Wall time of a whole `train.run` (compilation, data, evaluation included)."""
+  config = common.make("lamaml", arg)
+  config.num_tasks = num_tasks
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
     results = train.run(config, workdir)
     wall = time.perf_counter() - t0
   return {"wall_s": round(wall, 1), "ra": round(results["ra"], 4),
           "meta_updates": results["meta_updates"]}
+
+
+def time_members(case: str, counts: list[int], steps: int = 20):
+  """ms per observe of M members vmapped in one task program, for each M."""
+  _, method, arg, overrides = CASES[case]
+  out = {}
+  for m in counts:
+    config = common.make(method, arg)
+    config.num_tasks, config.num_seeds, config.member_batching = 1, m, "vmap"
+    config.samples_per_task = steps * config.batch_size
+    for k, v in overrides.items():
+      config.learner[k] = v
+    members, benches, learner, spec, train_fn, _ = train.build(config)
+    state, keys = train.init_members(learner, members,
+                                     train.example_batch(benches[0], config.batch_size))
+    x = jax.device_put(np.stack([benches[s["seed"]].train_x[0] for s in members]))
+    y = jax.device_put(np.stack([benches[s["seed"]].train_y[0] for s in members]))
+    task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
+    t0 = time.perf_counter()
+    compiled = train_fn.lower(state, x, y, task, keys, start,
+                              num_steps=steps).compile()
+    compile_s = time.perf_counter() - t0
+    state, _ = compiled(state, x, y, task, keys, start)
+    jax.block_until_ready(state)
+    t0 = time.perf_counter()
+    state, _ = compiled(state, x, y, task, keys, start)
+    jax.block_until_ready(state)
+    wall = time.perf_counter() - t0
+    out[m] = {"ms_per_observe_all_members": round(wall / steps * 1e3, 2),
+              "ms_per_member_observe": round(wall / steps / m * 1e3, 3),
+              "compile_s": round(compile_s, 1)}
+    print(f"{m:>3} members ({case}): {out[m]}", flush=True)
+  return out
 
 
 def main(argv):
@@ -128,7 +172,7 @@ def main(argv):
   figures = {"machine": info, "cases": {}}
   print(f"{'case':<16} {'compile s':>9} {'ms/call':>8} {'ms/obs prog':>11} "
         f"{'ms/update':>9}  description")
-  for name in CASES_FLAG.value:
+  for name in filter(None, CASES_FLAG.value):
     description, method, arg, overrides = CASES[name]
     r = time_case(method, arg, overrides, REPEATS.value)
     figures["cases"][name] = r
@@ -136,9 +180,16 @@ def main(argv):
           f"{r['ms_per_observe_in_program']:>11.2f} "
           f"{r['ms_per_meta_update_in_program']:>9.3f}  {description}", flush=True)
   if FULL_RUN.value:
-    figures["full_run_mnist5k_rotations"] = full_run()
+    figures["full_run_mnist5k_rotations"] = full_run("mnist5k_rotations")
     print("full 20-task mnist5k_rotations La-MAML run:",
-          figures["full_run_mnist5k_rotations"])
+          figures["full_run_mnist5k_rotations"], flush=True)
+  if CIFAR_RUN.value:
+    figures["cifar_run_synthetic"] = full_run("synthetic_cifar100,multi_pass",
+                                              CIFAR_TASKS.value)
+    print(f"CIFAR-100 multi-pass La-MAML run ({CIFAR_TASKS.value} tasks, synthetic):",
+          figures["cifar_run_synthetic"], flush=True)
+  if MEMBERS.value:
+    figures["members"] = time_members(MEMBER_CASE.value, [int(m) for m in MEMBERS.value])
   figures["peak_host_memory_mb"] = round(
       resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
   print(json.dumps(figures, indent=2))

@@ -13,6 +13,13 @@ First order treats each inner gradient as a constant (`stop_gradient`): then
 ∂θ_{i+1}/∂θ_i = I and ∂θ_{i+1}/∂α = −g_i, so for k = 1
 ∂L/∂α = −∇L_meta(θ1) ⊙ ∇ℓ(θ0) (Appendix A's closed form).
 Second order differentiates through the inner gradients (Hessian-vector terms).
+
+First-order gradients are by default accumulated during the forward unroll
+(`first_order_impl='accumulate'`) instead of by reverse-mode through it: with
+S_i = Σ_{j<i} g_j and ρ = relu'(α) (1 without relu_lrs),
+  ∂L/∂θ0 = mean_i ∇L_meta(θ_i),   ∂L/∂α = −ρ ⊙ mean_i ∇L_meta(θ_i) ⊙ S_i
+('last': only i = k). Same numbers (tested against `jax.grad` through the
+stop-gradient unroll, 'unroll'), no stored activations and no reverse loop.
 """
 from __future__ import annotations
 
@@ -43,18 +50,44 @@ class LookaheadOptions:
       (Algorithm 1; La-ER).
     unroll: `lax.scan` unroll of the inner loop. XLA:CPU runs convolutions in a
       rolled loop on a slow path (DESIGN §6), so the default unrolls fully.
+    first_order_impl: 'accumulate' (forward accumulation, see module docstring) or
+      'unroll' (`jax.grad` through the stop-gradient unroll; the reference).
   """
   first_order: bool = True
   grad_clamp: Optional[float] = None
   relu_lrs: bool = False
   meta_loss: Literal["mean", "last"] = "mean"
   unroll: Union[int, bool] = True
+  first_order_impl: Literal["accumulate", "unroll"] = "accumulate"
 
   def __post_init__(self):
     if self.meta_loss not in ("mean", "last"):
       raise ValueError(f"meta_loss must be 'mean' or 'last', got {self.meta_loss!r}.")
+    if self.first_order_impl not in ("accumulate", "unroll"):
+      raise ValueError("first_order_impl must be 'accumulate' or 'unroll', got "
+                       f"{self.first_order_impl!r}.")
     if self.grad_clamp is not None and not self.grad_clamp > 0:
       raise ValueError(f"grad_clamp must be positive or None, got {self.grad_clamp}.")
+
+
+def inner_gradient(loss_fn: LossFn, params: Params, batch: Batch,
+                   options: LookaheadOptions) -> tuple[jax.Array, Params]:
+  """(ℓ(θ; batch), g) with g = clamp(∇ℓ), a constant under first order."""
+  loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+  if options.first_order:
+    grads = jax.lax.stop_gradient(grads)
+  if options.grad_clamp is not None:
+    c = options.grad_clamp
+    grads = jax.tree_util.tree_map(lambda g: jnp.clip(g, -c, c), grads)
+  return loss, grads
+
+
+def apply_inner_step(params: Params, lrs: Params, grads: Params,
+                     options: LookaheadOptions) -> Params:
+  """θ − a ⊙ g with a = relu(α) if `relu_lrs` else α."""
+  if options.relu_lrs:
+    lrs = jax.tree_util.tree_map(jax.nn.relu, lrs)
+  return jax.tree_util.tree_map(lambda p, a, g: p - a * g, params, lrs, grads)
 
 
 def inner_step(loss_fn: LossFn, params: Params, lrs: Params, batch: Batch,
@@ -64,16 +97,8 @@ def inner_step(loss_fn: LossFn, params: Params, lrs: Params, batch: Batch,
   Returns:
     (θ', ℓ(θ; batch)).
   """
-  loss, grads = jax.value_and_grad(loss_fn)(params, batch)
-  if options.first_order:
-    grads = jax.lax.stop_gradient(grads)
-  if options.grad_clamp is not None:
-    c = options.grad_clamp
-    grads = jax.tree_util.tree_map(lambda g: jnp.clip(g, -c, c), grads)
-  if options.relu_lrs:
-    lrs = jax.tree_util.tree_map(jax.nn.relu, lrs)
-  new_params = jax.tree_util.tree_map(lambda p, a, g: p - a * g, params, lrs, grads)
-  return new_params, loss
+  loss, grads = inner_gradient(loss_fn, params, batch, options)
+  return apply_inner_step(params, lrs, grads, options), loss
 
 
 def lookahead_loss(loss_fn: LossFn, params: Params, lrs: Params,
@@ -120,6 +145,10 @@ def meta_gradients(loss_fn: LossFn, params: Params, lrs: Params,
   Returns:
     (meta_loss, ∂L/∂θ0, ∂L/∂α or None, aux).
   """
+  if options.first_order and options.first_order_impl == "accumulate":
+    return _first_order_accumulated(loss_fn, params, lrs, inner_batches, meta_batch,
+                                    options, wrt_lrs)
+
   def f(p, a):
     return lookahead_loss(loss_fn, p, a, inner_batches, meta_batch, options)
 
@@ -128,6 +157,52 @@ def meta_gradients(loss_fn: LossFn, params: Params, lrs: Params,
   if wrt_lrs:
     return loss, grads[0], grads[1], aux
   return loss, grads, None, aux
+
+
+def _first_order_accumulated(loss_fn: LossFn, params: Params, lrs: Params,
+                             inner_batches: Batch, meta_batch: Batch,
+                             options: LookaheadOptions, wrt_lrs: bool):
+  """First-order `meta_gradients` by forward accumulation (module docstring)."""
+  tmap = jax.tree_util.tree_map
+  mean = options.meta_loss == "mean"
+  k = jax.tree_util.tree_leaves(inner_batches)[0].shape[0]
+
+  def body(carry, xs):
+    fast, grad_sum, g_theta, g_alpha, meta_sum = carry
+    index, inner_batch = xs
+    inner, grads = inner_gradient(loss_fn, fast, inner_batch, options)
+    new_fast = apply_inner_step(fast, lrs, grads, options)
+    grad_sum = tmap(jnp.add, grad_sum, grads)
+
+    def with_meta(acc):
+      g_theta, g_alpha, meta_sum = acc
+      meta, g_meta = jax.value_and_grad(loss_fn)(new_fast, meta_batch)
+      g_theta = tmap(jnp.add, g_theta, g_meta)
+      if wrt_lrs:
+        g_alpha = tmap(lambda ga, gm, s: ga - gm * s, g_alpha, g_meta, grad_sum)
+      return g_theta, g_alpha, meta_sum + meta
+
+    acc = (g_theta, g_alpha, meta_sum)
+    if mean:
+      acc = with_meta(acc)
+    else:  # 'last': only after the final step
+      acc = jax.lax.cond(index == k - 1, with_meta, lambda a: a, acc)
+    return (new_fast, grad_sum) + acc, inner
+
+  zeros = tmap(jnp.zeros_like, params)
+  init = (params, zeros, zeros, zeros if wrt_lrs else None,
+          jnp.zeros((), jax.tree_util.tree_leaves(params)[0].dtype))
+  (fast, _, g_theta, g_alpha, meta_sum), inner_losses = jax.lax.scan(
+      body, init, (jnp.arange(k), inner_batches), unroll=options.unroll)
+  n = k if mean else 1
+  g_theta = tmap(lambda g: g / n, g_theta)
+  if wrt_lrs:
+    rho = tmap(lambda a: (a > 0).astype(a.dtype), lrs) if options.relu_lrs else None
+    g_alpha = tmap(lambda g: g / n, g_alpha)
+    if rho is not None:
+      g_alpha = tmap(jnp.multiply, g_alpha, rho)
+  aux = {"inner_loss": inner_losses, "fast_params": fast}
+  return meta_sum / n, g_theta, g_alpha, aux
 
 
 def split_into_slices(batch: Batch, k: int) -> Batch:

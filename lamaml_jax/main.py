@@ -37,7 +37,8 @@ DATASET = flags.DEFINE_string(
     "dataset", "mnist5k_rotations",
     "Benchmark: mnist5k_rotations, mnist5k_permutations, mnist5k_many_permutations, "
     "mnist_rotations, mnist_permutations, mnist_many_permutations, cifar100, "
-    "tinyimagenet.")
+    "tinyimagenet; synthetic_cifar100 and synthetic_tinyimagenet (random pixels of "
+    "the real shapes, for speed runs).")
 SETTING = flags.DEFINE_enum(
     "setting", None, ["single_pass", "multi_pass"],
     "single_pass (MNIST's only setting) or multi_pass; default: the dataset's.")

@@ -231,3 +231,24 @@ def test_split_into_slices_rejects_bad_k():
     lookahead.split_into_slices(b, 3)
   with pytest.raises(ValueError, match="inner_steps=11"):
     lookahead.split_into_slices(b, 11)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "last"])
+@pytest.mark.parametrize("relu,clamp", [(False, None), (True, 0.05)])
+def test_first_order_accumulation_equals_grad_through_the_unroll(reduction, relu, clamp):
+  params, lrs, inner, meta = make_problem(jax.random.PRNGKey(3), k=4)
+  lrs = jax.tree_util.tree_map(lambda a: a.at[..., 0].set(-0.1), lrs)  # some α < 0
+  grads = {}
+  for impl in ("accumulate", "unroll"):
+    opts = lookahead.LookaheadOptions(first_order=True, meta_loss=reduction,
+                                      relu_lrs=relu, grad_clamp=clamp,
+                                      first_order_impl=impl)
+    grads[impl] = lookahead.meta_gradients(tanh_mlp_loss, params, lrs, inner, meta, opts)
+  for a, b in zip(grads["accumulate"][:3], grads["unroll"][:3]):
+    chex.assert_trees_all_close(a, b, atol=1e-6, rtol=1e-5)
+  _, gt, ga, _ = lookahead.meta_gradients(
+      tanh_mlp_loss, params, lrs, inner, meta,
+      lookahead.LookaheadOptions(first_order=True, meta_loss=reduction, relu_lrs=relu,
+                                 grad_clamp=clamp), wrt_lrs=False)
+  assert ga is None
+  chex.assert_trees_all_close(gt, grads["unroll"][1], atol=1e-6, rtol=1e-5)

