@@ -90,11 +90,20 @@ def over_members(fn: Callable, batching: str) -> Callable:
   a single-member run computes: XLA:CPU's batched matmuls round differently from
   unbatched ones, and training amplifies those last bits.
   """
-  if batching == "vmap":
-    return jax.vmap(fn)
-  if batching == "map":
-    return lambda *args: jax.lax.map(lambda a: fn(*a), args)
-  raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
+  if batching not in ("vmap", "map"):
+    raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
+
+  def mapped(*args):
+    if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
+      # One member: run it unwrapped (a size-1 map or vmap slows XLA:CPU down,
+      # 16-18 and 11-13 ms against about 9 ms per MNIST observe).
+      out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
+      return jax.tree_util.tree_map(lambda a: a[None], out)
+    if batching == "vmap":
+      return jax.vmap(fn)(*args)
+    return jax.lax.map(lambda a: fn(*a), args)
+
+  return mapped
 
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,

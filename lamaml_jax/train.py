@@ -150,8 +150,8 @@ def init_members(learner, members: list[dict], example: Batch):
   keys = jnp.stack([jax.random.split(jax.random.PRNGKey(m["seed"])) for m in members])
   sweep = {k: jnp.asarray([m[k] for m in members], jnp.float32)
            for k in members[0] if k != "seed"}
-  state = jax.vmap(lambda k, sw: learner.init(k, example, **sw))(keys[:, 0], sweep)
-  return state, keys[:, 1]
+  init = jax.jit(jax.vmap(lambda k, sw: learner.init(k, example, **sw)))
+  return init(keys[:, 0], sweep), keys[:, 1]
 
 
 def package_versions() -> dict[str, str]:
