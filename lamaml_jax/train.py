@@ -239,12 +239,24 @@ def _results(config, members, benchmarks, progress: Progress, state, steps: int,
              "num_members": len(members), "versions": package_versions()}
   if len(members) > 1:
     results["members"] = per_member
-    finished = [r for r in per_member if r["status"] == "complete"]
-    if finished:
-      keys = ("ra", "bti", "bti_official", "la", "fwt")
-      stats = metrics_lib.mean_std([{k: r[k] for k in keys} for r in finished])
-      results["mean_std"] = {k: list(v) for k, v in stats.items()}
-      results["mean_std_over"] = len(finished)
+    # Mean ± std over the seeds of each setting (one group when there is no grid).
+    groups: dict = {}
+    for r in per_member:
+      setting = tuple((k, r[k]) for k in members[0] if k != "seed")
+      groups.setdefault(setting, []).append(r)
+    keys = ("ra", "bti", "bti_official", "la", "fwt")
+    results["by_setting"] = []
+    for setting, rs in groups.items():
+      finished = [r for r in rs if r["status"] == "complete"]
+      entry = {"setting": dict(setting), "seeds": [r["seed"] for r in rs],
+               "mean_std_over": len(finished)}
+      if finished:
+        stats = metrics_lib.mean_std([{k: r[k] for k in keys} for r in finished])
+        entry["mean_std"] = {k: list(v) for k, v in stats.items()}
+      results["by_setting"].append(entry)
+    if len(groups) == 1:
+      results.update({k: v for k, v in results["by_setting"][0].items()
+                      if k in ("mean_std", "mean_std_over")})
   return results
 
 
@@ -397,10 +409,16 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   out = results()
   _write_outputs(workdir, out, progress.acc, title)
   ckpt.close()
-  if "ra" in out:
-    logging.info("%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f in %.1f s", title,
-                 out["ra"], out["bti"], out["la"], out["fwt"], out["wall_time_s"])
-  if "mean_std" in out:
-    logging.info("mean ± std over %d members: %s", out["mean_std_over"], ", ".join(
-        f"{k.upper()} {v[0]:.4f} ± {v[1]:.4f}" for k, v in out["mean_std"].items()))
+  for r in out.get("members", [out]):
+    if "ra" in r:
+      logging.info("%s%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f", title,
+                   f" [{members_lib.label({k: r[k] for k in members[0]})}]"
+                   if num_members > 1 else "", r["ra"], r["bti"], r["la"], r["fwt"])
+  for group in out.get("by_setting", []):
+    if "mean_std" in group:
+      name = ", ".join(f"{k}={v:g}" for k, v in group["setting"].items()) or "all"
+      logging.info("%s: mean ± std over %d seeds: %s", name, group["mean_std_over"],
+                   ", ".join(f"{k.upper()} {v[0]:.4f} ± {v[1]:.4f}"
+                             for k, v in group["mean_std"].items()))
+  logging.info("%s finished in %.1f s.", title, out["wall_time_s"])
   return out

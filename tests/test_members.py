@@ -52,7 +52,20 @@ def test_a_diverging_member_is_marked_and_the_rest_go_on(tmp_path):
   assert good["status"] == "complete" and good["tasks_completed"] == 2
   assert bad["status"] == "diverged" and "opt_lr=1e+12" in bad["message"]
   assert all(v is None for v in bad["accuracy_matrix"][-1])
-  assert results["mean_std_over"] == 1
+  assert [g["mean_std_over"] for g in results["by_setting"]] == [1, 0]
+
+
+def test_grid_results_are_grouped_by_setting(tmp_path):
+  results = train.run(small_config(num_seeds=2, grid="alpha_init=0.05,0.15"),
+                      str(tmp_path))
+  groups = results["by_setting"]
+  assert [g["setting"] for g in groups] == [{"alpha_init": 0.05}, {"alpha_init": 0.15}]
+  for g in groups:
+    ras = [m["ra"] for m in results["members"]
+           if m["alpha_init"] == g["setting"]["alpha_init"]]
+    assert g["seeds"] == [0, 1]
+    np.testing.assert_allclose(g["mean_std"]["ra"], [np.mean(ras), np.std(ras, ddof=1)])
+  assert "mean_std" not in results  # no pooling across settings
 
 
 def test_parse_grid_and_members():
