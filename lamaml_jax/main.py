@@ -27,10 +27,11 @@ from ml_collections import config_flags
 
 from lamaml_jax import checkpointing
 from lamaml_jax import train
+from lamaml_jax.learners import METHODS
 
 _CONFIG_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                            "configs")
-_METHODS = ("lamaml", "sync", "cmaml", "laer")
+_METHODS = METHODS
 
 METHOD = flags.DEFINE_enum("method", "lamaml", _METHODS, "Learning method.")
 DATASET = flags.DEFINE_string(

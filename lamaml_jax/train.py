@@ -17,7 +17,7 @@ import json
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from absl import logging
 import jax
@@ -36,7 +36,7 @@ from lamaml_jax import summary_writer
 from lamaml_jax import task_program
 from lamaml_jax.data import make_benchmark
 from lamaml_jax.data.benchmark import Benchmark
-from lamaml_jax.learners import make_learner
+from lamaml_jax.learners import make_learner, sweepable
 from lamaml_jax.types import Batch
 
 CONFIG_FILE = "config.json"
@@ -106,7 +106,7 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
     (members, {seed: Benchmark}, learner, spec, train, evaluate); the programs are
     vmapped over the member axis (`task_program`).
   """
-  grid = members_lib.parse_grid(config.grid, _sweepable(config.method))
+  grid = members_lib.parse_grid(config.grid, sweepable(config.method))
   members = members_lib.make_members(config.seed, config.num_seeds, grid)
   benchmarks = {}
   for seed in sorted({m["seed"] for m in members}):
@@ -128,11 +128,6 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
                                             config.eval_batch_size, batching)
   return members, benchmarks, learner, spec, train, evaluate
-
-
-def _sweepable(method: str) -> tuple[str, ...]:
-  from lamaml_jax.learners import lamaml  # pylint: disable=g-import-not-at-top
-  return lamaml.SWEEPABLE if method in lamaml.METHODS else ()
 
 
 def example_batch(benchmark: Benchmark, batch_size: int) -> Batch:
