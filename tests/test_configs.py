@@ -68,6 +68,19 @@ def test_paper_hyperparameters_of_key_cells():
   assert (c.learner.alpha_init, c.learner.opt_lr) == (0.3, 0.15)
 
 
+def test_config_docstrings_list_every_cell_with_its_command():
+  for method, arg in CELLS:
+    dataset, setting, _ = arg.split(",")
+    doc = importlib.import_module(f"configs.{method}").__doc__
+    command = (f"python -m lamaml_jax.main --method={method} --dataset={dataset} "
+               f"--setting={setting}")
+    assert command in doc, command
+    ra = common.PAPER_RA.get((method, dataset, setting))
+    if ra is not None:
+      assert f"paper RA {ra}" in doc
+  assert common.make("cmaml", "cifar100,single_pass,appendix").learner.glances == 5
+
+
 @pytest.mark.parametrize("arg,pattern", [
     ("foo", "Unknown dataset 'foo'"),
     ("cifar100,twice", "Unknown setting 'twice'"),
@@ -92,3 +105,34 @@ def test_unknown_learner_hyperparameter():
     make_learner("lamaml", hp, networks.make_network("mlp", 10), None)
   with pytest.raises(ValueError, match="Unknown method 'maml'"):
     make_learner("maml", {}, networks.make_network("mlp", 10), None)
+
+
+@pytest.mark.parametrize("dataset", common.DATASETS + tuple(common.SYNTHETIC))
+def test_config_builds_its_benchmark_and_programs(dataset, monkeypatch):
+  """train.build on every dataset's config, TFDS data mocked (no network, no TF).
+
+  tfds.testing.mock_data cannot mock our own TinyImageNet builder (it has no
+  metadata in TFDS); tests/data/test_tinyimagenet.py runs that builder on a fake
+  tiny-imagenet-200.zip, and here its config gets random images of the same shapes.
+  """
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from lamaml_jax import train  # pylint: disable=g-import-not-at-top
+  from lamaml_jax import data  # pylint: disable=g-import-not-at-top
+  from lamaml_jax.data import tfds_source  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(tfds_source, "network_reachable", lambda urls, timeout=3.0: True)
+  if dataset == "tinyimagenet":
+    monkeypatch.setattr(train, "make_benchmark", lambda name, **kw: data.make_benchmark(
+        "synthetic_tinyimagenet", **{k: v for k, v in kw.items() if k != "data_dir"}))
+  method = "lamaml"
+  config = importlib.import_module(f"configs.{method}").get_config(dataset)
+  config.num_tasks = 2
+  config.samples_per_task = 20 if dataset in common.MNIST else None
+  with tfds.testing.mock_data(num_examples=400):
+    members, benchmarks, learner, spec, _, _ = train.build(config)
+  bench = benchmarks[0]
+  assert bench.num_tasks == 2 and len(members) == 1
+  assert bench.train_x.shape[2:] == INPUT_SHAPES[config.arch] or (
+      config.arch == "mlp" and bench.train_x.shape[2:] == (784,))
+  state = jax.eval_shape(learner.init, jax.random.PRNGKey(0),
+                         train.example_batch(bench, config.batch_size))
+  assert state.memory.x.shape[1:] == bench.input_shape
