@@ -204,8 +204,7 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     else:
       params = jax.tree_util.tree_map(
           lambda p, a, g: p - jax.nn.relu(a) * g, params, lrs, g_w)
-    finite = base.all_finite(loss, g_w, params, lrs)
-    return params, lrs, lr_opt_state, wt_opt_state, loss, aux, finite
+    return params, lrs, lr_opt_state, wt_opt_state, loss, aux
 
   def observe(state: LaMAMLState, batch: Batch, epoch: jax.Array
               ) -> tuple[LaMAMLState, dict]:
@@ -228,13 +227,13 @@ def make(hp: LaMAMLHparams, network: nn.Module,
         source = base.tree_select(task > 0, old_memory, memory)
       meta_batch = base.concat_batches(
           replay_lib.sample(source, replay_key, hp.replay_batch_size), stream)
-      params, lrs, lr_opt_state, wt_opt_state, loss, aux, finite = meta_update(
+      params, lrs, lr_opt_state, wt_opt_state, loss, aux = meta_update(
           params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch)
       if not hp.push_every_call:
         push = (index == 0) & (epoch == 0)
         memory = jax.lax.cond(
             push, lambda m: replay_lib.add(m, push_key, stream), lambda m: m, memory)
-      out = {"loss": loss, "inner_loss": jnp.mean(aux["inner_loss"]), "finite": finite}
+      out = {"loss": loss, "inner_loss": jnp.mean(aux["inner_loss"])}
       return (params, lrs, lr_opt_state, wt_opt_state, memory), out
 
     carry = (state.params, state.lrs, state.lr_opt_state, state.wt_opt_state,
@@ -249,7 +248,9 @@ def make(hp: LaMAMLHparams, network: nn.Module,
         wt_opt_state=wt_opt_state, memory=memory, old_memory=old_memory,
         task=task.astype(jnp.int32), step=state.step + hp.glances, key=key)
     metrics = {"loss": outs["loss"][-1], "inner_loss": outs["inner_loss"][-1],
-               "finite": jnp.all(outs["finite"])}
+               # A NaN/inf in any gradient reaches the weights or the learning
+               # rates (0 * inf is NaN too), so checking them once per call suffices.
+               "finite": base.all_finite(outs["loss"], params, lrs)}
     return new_state, metrics
 
   return base.Learner(init=init, observe=jax.jit(observe),
