@@ -166,12 +166,14 @@ def _first_order_accumulated(loss_fn: LossFn, params: Params, lrs: Params,
   tmap = jax.tree_util.tree_map
   mean = options.meta_loss == "mean"
   k = jax.tree_util.tree_leaves(inner_batches)[0].shape[0]
+  step_lrs = tmap(jax.nn.relu, lrs) if options.relu_lrs else lrs  # once, not per step
+  step_options = dataclasses.replace(options, relu_lrs=False)
 
   def body(carry, xs):
     fast, grad_sum, g_theta, g_alpha, meta_sum = carry
     index, inner_batch = xs
     inner, grads = inner_gradient(loss_fn, fast, inner_batch, options)
-    new_fast = apply_inner_step(fast, lrs, grads, options)
+    new_fast = apply_inner_step(fast, step_lrs, grads, step_options)
     grad_sum = tmap(jnp.add, grad_sum, grads)
 
     def with_meta(acc):
