@@ -338,7 +338,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   # none: a process killed before its first checkpoint) are written again below.
   resume_step = latest or 0
   _trim_metrics_log(metrics_path, resume_step)
-  first_task = progress.task
+  task_started = time.time()
 
   last_save = time.time()
   with io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
@@ -397,7 +397,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       tb.flush()
       save()
       last_save = time.time()
-      eta = (time.time() - start_time) / (t + 1 - first_task) * (num_tasks - t - 1)
+      # The last task's duration predicts the rest (the first one also compiles).
+      eta = (time.time() - task_started) * (num_tasks - t - 1)
+      task_started = time.time()
       logging.info("task %d/%d | seen-task accuracy %.4f | %.1f s | ETA %.0f s",
                    t + 1, num_tasks, seen, wall(), eta)
 
