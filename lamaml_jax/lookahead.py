@@ -207,10 +207,16 @@ def _first_order_accumulated(loss_fn: LossFn, params: Params, lrs: Params,
   return meta_sum / n, g_theta, g_alpha, aux
 
 
+def check_inner_steps(k: int, b: int) -> None:
+  """Raises ValueError unless k inner steps split a batch of b samples evenly."""
+  if k < 1 or k > b or b % k:
+    raise ValueError(f"inner_steps={k} must divide the batch size {b} (and lie in "
+                     f"[1, {b}]); set inner_steps to a divisor of {b} or change "
+                     "batch_size.")
+
+
 def split_into_slices(batch: Batch, k: int) -> Batch:
   """Reshapes a [B, ...] batch into k consecutive slices [k, B/k, ...]."""
   b = batch.y.shape[0]
-  if k < 1 or k > b or b % k:
-    raise ValueError(f"inner_steps={k} must be in [1, batch size {b}] and divide it; "
-                     f"choose k among the divisors of {b}.")
+  check_inner_steps(k, b)
   return jax.tree_util.tree_map(lambda a: a.reshape((k, b // k, *a.shape[1:])), batch)

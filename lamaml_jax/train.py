@@ -103,8 +103,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
   """Members, their benchmarks (by seed), learner, stream spec and compiled programs.
 
   Returns:
-    (members, {seed: Benchmark}, learner, spec, train, evaluate); the programs are
-    vmapped over the member axis (`task_program`).
+    (members, {seed: Benchmark}, learner, spec, train, evaluate); the programs map
+    over the member axis (`task_program.over_members`: vmap, or lax.map on CPU).
   """
   grid = members_lib.parse_grid(config.grid, sweepable(config.method))
   members = members_lib.make_members(config.seed, config.num_seeds, grid)

@@ -160,11 +160,7 @@ def make(hp: LaMAMLHparams, network: nn.Module,
   lr_tx, wt_tx = sgd(learning_rate=hp.opt_lr), sgd(learning_rate=hp.opt_wt)
 
   def check_batch(batch: Batch):
-    b = batch.y.shape[0]
-    if hp.inner_steps > b or b % hp.inner_steps:
-      raise ValueError(
-          f"inner_steps={hp.inner_steps} must divide the batch size {b} (and not "
-          f"exceed it); set inner_steps to a divisor of {b} or change batch_size.")
+    lookahead.check_inner_steps(hp.inner_steps, batch.y.shape[0])
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> LaMAMLState:
     """Initial state; `sweep` may override the `SWEEPABLE` step sizes (scalars)."""
