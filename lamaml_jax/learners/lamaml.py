@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import optax
 
 from lamaml_jax import lookahead
+from lamaml_jax import mlp_lookahead
 from lamaml_jax import replay as replay_lib
 from lamaml_jax.learners import base
 from lamaml_jax.types import Batch, Params, PRNGKey
@@ -70,6 +71,9 @@ class LaMAMLHparams:
       of only during the first glance of the first epoch.
     scan_unroll: unroll of the inner `lax.scan`; 0 unrolls it fully (see
       `LookaheadOptions.unroll`).
+    mlp_fast_path: compute first-order meta-gradients of an MLP with
+      `mlp_lookahead` (same numbers, about 1.4x faster on CPU) where it applies:
+      first order, mean meta-loss, no inner clamp, single-sample inner slices.
   """
   alpha_init: float = 0.15
   opt_lr: float = 0.3
@@ -89,6 +93,7 @@ class LaMAMLHparams:
   use_old_task_memory: bool = False
   push_every_call: bool = False
   scan_unroll: int = 0
+  mlp_fast_path: bool = True
 
   def __post_init__(self):
     base.check_positive("alpha_init", self.alpha_init)
@@ -183,10 +188,20 @@ def make(hp: LaMAMLHparams, network: nn.Module,
         old_memory=jax.tree_util.tree_map(jnp.copy, memory),  # distinct buffers
         task=jnp.zeros((), jnp.int32), step=jnp.zeros((), jnp.int32), key=key)
 
+  def meta_gradients(params, lrs, inner, meta_batch):
+    """The meta batch is [replay; stream], so the stream starts at row R."""
+    slice_size = inner.y.shape[1]
+    if hp.mlp_fast_path and mlp_lookahead.applicable(network, options, slice_size):
+      stream_offset = meta_batch.y.shape[0] - hp.inner_steps * slice_size
+      return mlp_lookahead.meta_gradients(
+          params, lrs, inner, meta_batch, options, classes_per_task,
+          wrt_lrs=hp.learn_lr, stream_offset=stream_offset)
+    return lookahead.meta_gradients(loss_fn, params, lrs, inner, meta_batch, options,
+                                    wrt_lrs=hp.learn_lr)
+
   def meta_update(params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch):
     inner = lookahead.split_into_slices(stream, hp.inner_steps)
-    loss, g_w, g_a, aux = lookahead.meta_gradients(
-        loss_fn, params, lrs, inner, meta_batch, options, wrt_lrs=hp.learn_lr)
+    loss, g_w, g_a, aux = meta_gradients(params, lrs, inner, meta_batch)
     if hp.weight_grad == "replay":
       g_w = jax.grad(loss_fn)(params, meta_batch)
     g_w = base.clip_by_global_norm(g_w, hp.grad_clip_norm)
