@@ -89,10 +89,20 @@ def sample(buffer: ReplayBuffer, key: PRNGKey, num: int) -> Batch:
   Returns:
     Batch with x [num, *input_shape], y, task, weight [num].
   """
+  return sample_by_scores(buffer, selection_scores(key, buffer.capacity), num)
+
+
+def selection_scores(key: PRNGKey, capacity: int) -> jax.Array:
+  """[capacity] uniform scores; `sample_by_scores` keeps the smallest. Drawing them
+  apart lets a caller draw many at once (one random-bits kernel, not one a draw)."""
+  return jax.random.uniform(key, (capacity,))
+
+
+def sample_by_scores(buffer: ReplayBuffer, scores: jax.Array, num: int) -> Batch:
+  """`sample` given `selection_scores`: the `num` filled slots of lowest score."""
   if num > buffer.capacity:
     raise ValueError(f"Cannot sample {num} items from a replay buffer of capacity "
                      f"{buffer.capacity}; lower replay_batch_size or raise the memory size.")
-  scores = jax.random.uniform(key, (buffer.capacity,))
   scores = jnp.where(jnp.arange(buffer.capacity) < buffer.size, scores, 2.0)
   _, idx = jax.lax.top_k(-scores, num)  # the `num` smallest scores
   weight = (jnp.arange(num) < buffer.size).astype(jnp.float32)

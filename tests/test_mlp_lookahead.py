@@ -100,6 +100,25 @@ class MatchesGenericTest(parameterized.TestCase):
     chex.assert_trees_all_close(got[1], want[1], rtol=2e-5, atol=1e-6)
 
 
+class DistinctPairsTest(parameterized.TestCase):
+
+  @parameterized.parameters((10, 20, 10, 20), (3, 7, 2, 7), (4, 9, 5, 5))
+  def test_pairs_stand_for_every_product(self, b, e, offset, m):
+    x_rows = np.random.default_rng(0).normal(size=(e, 3))
+    x_inner = x_rows[offset:offset + b]
+    pair_u, pair_row, index, sources = mlp_lookahead.distinct_pairs(b, e, offset, m)
+    overlap = max(0, min(b, e - offset))  # inner samples that are rows
+    self.assertLen(pair_u, b * e - overlap * (overlap - 1) // 2)
+    products = x_inner[pair_u] * x_rows[pair_row]
+    np.testing.assert_array_equal(products[index], x_inner[:, None] * x_rows[None])
+    # Each (u, row < m) is a source of exactly its pair, once.
+    flat = sources[sources < b * m]
+    self.assertCountEqual(flat.tolist(), range(b * m))
+    for q, srcs in enumerate(sources):
+      for f in srcs[srcs < b * m]:
+        self.assertEqual(index[f // m, f % m], q)
+
+
 class TailTest(chex.TestCase):
 
   def test_group_gradients_match_autodiff(self):

@@ -227,17 +227,22 @@ def make(hp: LaMAMLHparams, network: nn.Module,
       old_memory = base.tree_select(task != state.task, state.memory, old_memory)
     key, glance_key, push_key = jax.random.split(state.key, 3)
 
+    # Every glance's random draws at once: one random-bits kernel, not one a glance.
+    perm_keys, replay_keys = jnp.moveaxis(jax.vmap(jax.random.split)(
+        jax.random.split(glance_key, hp.glances)), 1, 0)
+    perms = jax.vmap(lambda k: jax.random.permutation(k, b))(perm_keys)
+    replay_scores = jax.vmap(lambda k: replay_lib.selection_scores(
+        k, hp.memory_size))(replay_keys)
+
     def glance(carry, inputs):
       params, lrs, lr_opt_state, wt_opt_state, memory = carry
-      index, k = inputs
-      perm_key, replay_key = jax.random.split(k)
-      stream = jax.tree_util.tree_map(
-          lambda a: a[jax.random.permutation(perm_key, b)], batch)
+      index, perm, scores = inputs
+      stream = jax.tree_util.tree_map(lambda a: a[perm], batch)
       source = memory
       if hp.use_old_task_memory:
         source = base.tree_select(task > 0, old_memory, memory)
       meta_batch = base.concat_batches(
-          replay_lib.sample(source, replay_key, hp.replay_batch_size), stream)
+          replay_lib.sample_by_scores(source, scores, hp.replay_batch_size), stream)
       params, lrs, lr_opt_state, wt_opt_state, loss, aux = meta_update(
           params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch)
       if not hp.push_every_call:
@@ -249,8 +254,8 @@ def make(hp: LaMAMLHparams, network: nn.Module,
 
     carry = (state.params, state.lrs, state.lr_opt_state, state.wt_opt_state,
              state.memory)
-    glance_keys = jax.random.split(glance_key, hp.glances)
-    carry, outs = jax.lax.scan(glance, carry, (jnp.arange(hp.glances), glance_keys))
+    carry, outs = jax.lax.scan(glance, carry,
+                               (jnp.arange(hp.glances), perms, replay_scores))
     params, lrs, lr_opt_state, wt_opt_state, memory = carry
     if hp.push_every_call:
       memory = replay_lib.add(memory, push_key, batch)
