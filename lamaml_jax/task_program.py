@@ -51,10 +51,18 @@ class StreamSpec:
     return self.epochs * self.steps_per_epoch
 
 
+def epoch_orders(spec: StreamSpec, data_key: PRNGKey) -> jax.Array:
+  """[epochs, N] the order of a task's samples in each epoch (`stream_batch`)."""
+  order_key = jax.random.split(data_key)[0]
+  return jax.vmap(lambda e: jax.random.permutation(
+      jax.random.fold_in(order_key, e), spec.samples_per_task))(
+          jnp.arange(spec.epochs, dtype=jnp.int32))
+
+
 def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
                  task: jax.Array, data_key: PRNGKey, step: jax.Array,
-                 preprocess: Preprocess, augment: Optional[Augment]
-                 ) -> tuple[Batch, jax.Array]:
+                 preprocess: Preprocess, augment: Optional[Augment],
+                 orders: Optional[jax.Array] = None) -> tuple[Batch, jax.Array]:
   """The stream batch at step `step` of a task, and its epoch.
 
   Args:
@@ -63,18 +71,20 @@ def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
     task: [] task id.
     data_key: key of this task's stream (order and augmentation).
     step: [] int32 step within the task.
+    orders: `epoch_orders(spec, data_key)`, if already computed (a program
+      computes them once, not a sort of N keys per step).
 
   Returns:
     (Batch of B preprocessed samples, [] epoch).
   """
   epoch = step // spec.steps_per_epoch
   offset = (step % spec.steps_per_epoch) * spec.batch_size
-  order_key, aug_key = jax.random.split(data_key)
-  perm = jax.random.permutation(jax.random.fold_in(order_key, epoch),
-                                spec.samples_per_task)
-  idx = jax.lax.dynamic_slice(perm, (offset,), (spec.batch_size,))
+  if orders is None:
+    orders = epoch_orders(spec, data_key)
+  idx = jax.lax.dynamic_slice(orders[epoch], (offset,), (spec.batch_size,))
   x = task_x[idx]
   if augment is not None:
+    aug_key = jax.random.split(data_key)[1]
     x = augment(jax.random.fold_in(aug_key, step), x)
   batch = Batch(x=preprocess(x), y=task_y[idx].astype(jnp.int32),
                 task=jnp.full((spec.batch_size,), task, jnp.int32),
@@ -116,9 +126,11 @@ def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preproces
   others are device arrays. Returns (state, metrics), each metric [M, num_steps].
   """
   def train_one(state: State, task_x, task_y, task, data_key, start, num_steps: int):
+    orders = epoch_orders(spec, data_key)
+
     def step(state, g):
       batch, epoch = stream_batch(spec, task_x, task_y, task, data_key, g,
-                                  preprocess, augment)
+                                  preprocess, augment, orders)
       return learner.observe(state, batch, epoch)
     return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
 

@@ -341,7 +341,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   task_started = time.time()
 
   last_save = time.time()
-  with io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
+  # Leaving the block, normally or not, waits for a checkpoint still being written.
+  with ckpt, io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
       os.path.join(workdir, "tensorboard"),
       purge_step=resume_step) as tb:
     for t in range(progress.task, num_tasks):

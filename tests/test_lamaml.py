@@ -119,6 +119,29 @@ def test_replay_push_only_on_first_glance_of_first_epoch():
   assert int(s.memory.seen) == 4  # La-ER pushes on every call
 
 
+def test_glances_after_the_push_replay_the_pushed_samples(monkeypatch):
+  """Glance 0 of epoch 0 replays the buffer as it was; later glances see its push."""
+  from lamaml_jax import replay  # pylint: disable=g-import-not-at-top
+  seen = []
+  original = replay.sample_after_write
+
+  def recording(*args):
+    out = original(*args)
+    jax.debug.callback(lambda w: seen.append((float(w.sum()), None)), out.weight,
+                       ordered=True)
+    return out
+
+  monkeypatch.setattr(replay, "sample_after_write", recording)
+  learner = lamaml.make(hparams("lamaml", glances=3, replay_batch_size=2), NET, None)
+  s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
+  b = batch(jax.random.PRNGKey(1))._replace(y=jnp.array([0, 1, 2, 0]))
+  s, _ = learner.observe(s, b, jnp.int32(0))
+  jax.effects_barrier()
+  assert seen[0][0] == 0.0  # empty before the push
+  assert [w for w, _ in seen[1:]] == [2.0, 2.0]  # two of the four pushed samples
+  assert int(s.memory.size) == 4
+
+
 def test_old_task_memory_snapshot_at_task_switch():
   learner = lamaml.make(hparams("lamaml", use_old_task_memory=True), NET, None)
   s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))

@@ -91,11 +91,30 @@ def test_batch_offer_equals_sequential_offers_with_later_items_winning():
     batch = stream(6, start=10)
     got = replay.add(buf, jax.random.PRNGKey(seed), batch)
     # Reproduce the draws: item i has seen 3 + i items before it.
-    keys = jax.random.split(jax.random.PRNGKey(seed), 6)
+    draws = jax.random.randint(jax.random.PRNGKey(seed), (6,), 0, 3 + np.arange(6) + 1)
     want = list(np.asarray(buf.y))
     for i in range(6):
-      j = int(jax.random.randint(keys[i], (), 0, 3 + i + 1))
+      j = int(draws[i])
       if j < 3:
         want[j] = 10 + i
     np.testing.assert_array_equal(got.y, want)
     np.testing.assert_array_equal(got.x[:, 0], want)
+
+
+@pytest.mark.parametrize("filled", [0, 3, 8])
+def test_sample_after_write_equals_sampling_the_written_buffer(filled):
+  """The glances' view of a buffer pushed to in glance 0, without writing it."""
+  buf = replay.init(8, (1,))
+  if filled:
+    buf = replay.add(buf, jax.random.PRNGKey(0), stream(filled))
+  for seed in range(20):
+    batch = stream(4, start=100)
+    batch = batch._replace(weight=batch.weight.at[1].set(seed % 3 != 0))  # padding
+    slots = replay.reservoir_slots(buf, jax.random.PRNGKey(seed), batch.weight)
+    scores = replay.selection_scores(jax.random.PRNGKey(1000 + seed), 8)
+    for offered in (True, False):
+      want = replay.sample_by_scores(replay.write(buf, slots, batch, offered), scores, 5)
+      got = replay.sample_after_write(buf, slots, batch, offered, scores, 5)
+      chex.assert_trees_all_equal(got, want)
+    unchanged = replay.write(buf, slots, batch, offered=False)
+    chex.assert_trees_all_equal(unchanged, buf)

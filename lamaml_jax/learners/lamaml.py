@@ -233,32 +233,37 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     perms = jax.vmap(lambda k: jax.random.permutation(k, b))(perm_keys)
     replay_scores = jax.vmap(lambda k: replay_lib.selection_scores(
         k, hp.memory_size))(replay_keys)
+    # Glance 0 of epoch 0 pushes its shuffled stream. The slots depend only on the
+    # count of items seen so far, and later glances sample as if the push were
+    # done; the buffer itself is written once, after the glances.
+    pushes = (not hp.push_every_call) & (epoch == 0)
+    pushed = jax.tree_util.tree_map(lambda a: a[perms[0]], batch)
+    push_slots = replay_lib.reservoir_slots(state.memory, push_key, pushed.weight)
+
+    def replay_batch(index, scores):
+      sample = replay_lib.sample_after_write(
+          state.memory, push_slots, pushed, pushes & (index > 0), scores,
+          hp.replay_batch_size)
+      if hp.use_old_task_memory:  # tasks after the first replay the snapshot
+        old = replay_lib.sample_by_scores(old_memory, scores, hp.replay_batch_size)
+        sample = base.tree_select(task > 0, old, sample)
+      return sample
 
     def glance(carry, inputs):
-      params, lrs, lr_opt_state, wt_opt_state, memory = carry
       index, perm, scores = inputs
       stream = jax.tree_util.tree_map(lambda a: a[perm], batch)
-      source = memory
-      if hp.use_old_task_memory:
-        source = base.tree_select(task > 0, old_memory, memory)
-      meta_batch = base.concat_batches(
-          replay_lib.sample_by_scores(source, scores, hp.replay_batch_size), stream)
-      params, lrs, lr_opt_state, wt_opt_state, loss, aux = meta_update(
-          params, lrs, lr_opt_state, wt_opt_state, stream, meta_batch)
-      if not hp.push_every_call:
-        push = (index == 0) & (epoch == 0)
-        memory = jax.lax.cond(
-            push, lambda m: replay_lib.add(m, push_key, stream), lambda m: m, memory)
-      out = {"loss": loss, "inner_loss": jnp.mean(aux["inner_loss"])}
-      return (params, lrs, lr_opt_state, wt_opt_state, memory), out
+      meta_batch = base.concat_batches(replay_batch(index, scores), stream)
+      *carry, loss, aux = meta_update(*carry, stream, meta_batch)
+      return tuple(carry), {"loss": loss, "inner_loss": jnp.mean(aux["inner_loss"])}
 
-    carry = (state.params, state.lrs, state.lr_opt_state, state.wt_opt_state,
-             state.memory)
+    carry = (state.params, state.lrs, state.lr_opt_state, state.wt_opt_state)
     carry, outs = jax.lax.scan(glance, carry,
                                (jnp.arange(hp.glances), perms, replay_scores))
-    params, lrs, lr_opt_state, wt_opt_state, memory = carry
+    params, lrs, lr_opt_state, wt_opt_state = carry
     if hp.push_every_call:
-      memory = replay_lib.add(memory, push_key, batch)
+      memory = replay_lib.add(state.memory, push_key, batch)
+    else:
+      memory = replay_lib.write(state.memory, push_slots, pushed, offered=pushes)
     new_state = LaMAMLState(
         params=params, lrs=lrs, lr_opt_state=lr_opt_state,
         wt_opt_state=wt_opt_state, memory=memory, old_memory=old_memory,
