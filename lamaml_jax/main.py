@@ -51,6 +51,21 @@ WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete a different run found in --workdir and start afresh.")
+COMPILATION_CACHE_DIR = flags.DEFINE_string(
+    "compilation_cache_dir",
+    os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                 "lamaml_jax", "xla"),
+    "JAX's persistent compilation cache: a run whose programs were compiled before "
+    "(other seeds, a resume, a rerun) loads them instead of compiling (about 3 s of "
+    "a 20-task MNIST run). Empty: off.")
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Points JAX's persistent compilation cache at `directory` ('' leaves it off)."""
+  if directory:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def config_file_from_argv(argv: list[str]) -> str:
@@ -88,6 +103,7 @@ def main(argv, config_flag):
   if config.grid:
     name += "_grid"
   workdir = WORKDIR.value or os.path.join("runs", name)
+  enable_compilation_cache(COMPILATION_CACHE_DIR.value)
   try:
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
   except (ValueError, train.DivergenceError, checkpointing.CheckpointError) as e:

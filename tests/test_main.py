@@ -34,9 +34,12 @@ def test_bad_input_is_one_clear_error(args, pattern, tmp_path):
 
 def test_a_short_run_from_the_command_line(tmp_path):
   workdir = tmp_path / "w"
+  cache = tmp_path / "xla_cache"
   result = run_main("--method=cmaml", "--config.num_tasks=2",
-                    "--config.samples_per_task=100", "--seed=3", workdir=str(workdir))
+                    "--config.samples_per_task=100", "--seed=3",
+                    f"--compilation_cache_dir={cache}", workdir=str(workdir))
   assert result.returncode == 0, result.stderr[-3000:]
+  assert any(cache.iterdir()), "the task program should be in the compilation cache"
   assert "task 2/2" in result.stderr and "RA" in result.stderr
   assert (workdir / "results.json").exists()
   assert '"seed": 3' in (workdir / "config.json").read_text()
