@@ -195,7 +195,7 @@ def meta_gradients(params: Params, lrs: Params, inner_batches: Batch,
   step_lrs = tmap(jax.nn.relu, lrs) if options.relu_lrs else lrs
   w0, tail = split(params)
   a_w, a_tail = split(step_lrs)
-  d, h = w0.shape
+  h = w0.shape[1]
   n_rows = x_rows.shape[0]
   pair_u, pair_row, pair_index, pair_sources = distinct_pairs(b, n_rows, stream_offset, m)
   xp = x_inner[pair_u] * x_rows[pair_row]                            # [Q, D]

@@ -146,7 +146,13 @@ def init_members(learner, members: list[dict], example: Batch):
   sweep = {k: jnp.asarray([m[k] for m in members], jnp.float32)
            for k in members[0] if k != "seed"}
   init = jax.jit(jax.vmap(lambda k, sw: learner.init(k, example, **sw)))
-  return init(keys[:, 0], sweep), keys[:, 1]
+  # Runs once: on CPU, compile without LLVM optimisation (0.3 s instead of 1.2 s
+  # for the MNIST MLP; the weights then differ from an optimised build in the
+  # last bit, as eager `init` does, and are the same for every run).
+  options = ({"xla_backend_optimization_level": 0}
+             if jax.default_backend() == "cpu" else None)
+  compiled = init.lower(keys[:, 0], sweep).compile(compiler_options=options)
+  return compiled(keys[:, 0], sweep), keys[:, 1]
 
 
 def package_versions() -> dict[str, str]:
