@@ -25,6 +25,12 @@ def test_each_epoch_visits_every_sample_once_in_its_own_order():
       None)[0].y]
   assert sorted(seen[:20]) == list(range(20)) and sorted(seen[20:]) == list(range(20))
   assert seen[:20] != seen[20:]
+  # The programs' path: orders drawn once per program give the same stream.
+  orders = task_program.epoch_orders(spec, key)
+  from_orders = [int(v) for g in range(spec.steps_per_task) for v in task_program.stream_batch(
+      spec, x, y, jnp.int32(3), key, jnp.int32(g), lambda a: a.astype(jnp.float32),
+      None, orders)[0].y]
+  assert from_orders == seen
   batch, epoch = task_program.stream_batch(spec, x, y, jnp.int32(3), key, jnp.int32(7),
                                            lambda a: a.astype(jnp.float32), None)
   assert int(epoch) == 1 and np.all(np.asarray(batch.task) == 3)

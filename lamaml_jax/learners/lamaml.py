@@ -236,14 +236,17 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     # Glance 0 of epoch 0 pushes its shuffled stream. The slots depend only on the
     # count of items seen so far, and later glances sample as if the push were
     # done; the buffer itself is written once, after the glances.
-    pushes = (not hp.push_every_call) & (epoch == 0)
-    pushed = jax.tree_util.tree_map(lambda a: a[perms[0]], batch)
-    push_slots = replay_lib.reservoir_slots(state.memory, push_key, pushed.weight)
+    if not hp.push_every_call:
+      pushed = jax.tree_util.tree_map(lambda a: a[perms[0]], batch)
+      push_slots = replay_lib.reservoir_slots(state.memory, push_key, pushed.weight)
 
     def replay_batch(index, scores):
-      sample = replay_lib.sample_after_write(
-          state.memory, push_slots, pushed, pushes & (index > 0), scores,
-          hp.replay_batch_size)
+      if hp.push_every_call:  # pushed after the glances
+        sample = replay_lib.sample_by_scores(state.memory, scores, hp.replay_batch_size)
+      else:
+        sample = replay_lib.sample_after_write(
+            state.memory, push_slots, pushed, (epoch == 0) & (index > 0), scores,
+            hp.replay_batch_size)
       if hp.use_old_task_memory:  # tasks after the first replay the snapshot
         old = replay_lib.sample_by_scores(old_memory, scores, hp.replay_batch_size)
         sample = base.tree_select(task > 0, old, sample)
@@ -263,7 +266,7 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     if hp.push_every_call:
       memory = replay_lib.add(state.memory, push_key, batch)
     else:
-      memory = replay_lib.write(state.memory, push_slots, pushed, offered=pushes)
+      memory = replay_lib.write(state.memory, push_slots, pushed, offered=epoch == 0)
     new_state = LaMAMLState(
         params=params, lrs=lrs, lr_opt_state=lr_opt_state,
         wt_opt_state=wt_opt_state, memory=memory, old_memory=old_memory,
