@@ -6,7 +6,7 @@ left by a killed process are removed on the next start.
 
 Saves are asynchronous: `save` copies the tree to host memory (so the caller may
 donate or overwrite its arrays at once) and a background thread writes it while
-training goes on; the next `save`, `wait` and `close` wait for that write. On a
+training goes on; the next `save` and `close` wait for that write. On a
 20-task MNIST run this takes about 1.4 s of checkpoint writing off the critical path.
 """
 from __future__ import annotations
@@ -49,32 +49,25 @@ def _silence_late_tensorstore_callbacks() -> None:
 class Checkpointer:
   """Save/restore of one pytree per step under `directory`."""
 
-  def __init__(self, directory: str, max_to_keep: int = 2, asynchronous: bool = True):
+  def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
-    self._asynchronous = asynchronous
     self._manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=asynchronous))
+            enable_async_checkpointing=True))
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
 
   def save(self, step: int, item: Any) -> None:
     """Writes `item` (a pytree of arrays and Python scalars) as checkpoint `step`;
-    returns once `item` is copied, before the write ends if asynchronous."""
+    returns once `item` is copied, before the write ends."""
     self._manager.wait_until_finished()  # one write at a time
     # Own copies (np.asarray of a CPU array may alias it): the caller may donate next.
     host = jax.tree_util.tree_map(
         lambda a: np.array(a) if isinstance(a, (jax.Array, np.ndarray)) else a, item)
     self._manager.save(step, args=ocp.args.StandardSave(host), force=True)
-    if not self._asynchronous:
-      self._manager.wait_until_finished()
-
-  def wait(self) -> None:
-    """Blocks until the last `save` is on disk."""
-    self._manager.wait_until_finished()
 
   def restore(self, template: Any, step: Optional[int] = None) -> Any:
     """Restores checkpoint `step` (default: newest) into the structure of `template`.

@@ -85,13 +85,18 @@ def write(buffer: ReplayBuffer, slots: jax.Array, batch: Batch,
   loop, without a `lax.cond` (whose untaken branch copies the whole buffer)."""
   capacity = buffer.capacity
   slots = jnp.where(offered, slots, capacity)
-  num_real = jnp.sum((batch.weight > 0).astype(jnp.int32)) * jnp.asarray(offered, jnp.int32)
+  num_real = _num_offered(batch, offered)
   return ReplayBuffer(
       x=buffer.x.at[slots].set(batch.x.astype(buffer.x.dtype), mode="drop"),
       y=buffer.y.at[slots].set(batch.y, mode="drop"),
       task=buffer.task.at[slots].set(batch.task, mode="drop"),
       size=jnp.minimum(buffer.size + num_real, capacity),
       seen=buffer.seen + num_real)
+
+
+def _num_offered(batch: Batch, offered) -> jax.Array:
+  """[] items a `write` offers: the real (weight > 0) samples, or none."""
+  return jnp.sum((batch.weight > 0).astype(jnp.int32)) * jnp.asarray(offered, jnp.int32)
 
 
 def sample(buffer: ReplayBuffer, key: PRNGKey, num: int) -> Batch:
@@ -139,9 +144,8 @@ def sample_after_write(buffer: ReplayBuffer, slots: jax.Array, batch: Batch,
   buffer itself stays out of the loop carry (XLA copies a carried buffer that is
   both read and scattered into: 2 x 0.6 MB per MNIST glance).
   """
-  offered = jnp.asarray(offered)
-  num_real = jnp.sum((batch.weight > 0).astype(jnp.int32)) * offered.astype(jnp.int32)
-  after = buffer._replace(size=jnp.minimum(buffer.size + num_real, buffer.capacity))
+  after = buffer._replace(
+      size=jnp.minimum(buffer.size + _num_offered(batch, offered), buffer.capacity))
   out, idx = _sample_by_scores(after, scores, num)
   written = (idx[:, None] == slots[None, :]) & offered                # [num, B]
   row = jnp.argmax(written, axis=1)

@@ -412,7 +412,6 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
 
   out = results()
   _write_outputs(workdir, out, progress.acc, title)
-  ckpt.close()
   for r in out.get("members", [out]):
     if "ra" in r:
       logging.info("%s%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f", title,
