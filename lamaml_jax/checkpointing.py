@@ -11,6 +11,7 @@ training goes on; the next `save` and `close` wait for that write. On a
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -25,14 +26,25 @@ class CheckpointError(RuntimeError):
   """A checkpoint exists but cannot be restored."""
 
 
+class _DropUnretrievedTaskErrors(logging.Filter):
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("Task exception was never retrieved")
+
+
 def _silence_late_tensorstore_callbacks() -> None:
   """Drops the "Event loop is closed" noise of a failed restore.
 
   When one array of a checkpoint cannot be read, orbax's event loop ends while
   TensorStore still completes the other reads; each completion then fails to
   reach the closed loop and is reported through `sys.unraisablehook`, printing
-  dozens of tracebacks around the one clear error. Only those are dropped.
+  dozens of tracebacks around the one clear error. The reads that failed too are
+  logged by asyncio as "Task exception was never retrieved" when their tasks are
+  collected (sometimes, depending on timing). Only those two kinds are dropped.
   """
+  asyncio_log = logging.getLogger("asyncio")
+  if not any(isinstance(f, _DropUnretrievedTaskErrors) for f in asyncio_log.filters):
+    asyncio_log.addFilter(_DropUnretrievedTaskErrors())
   previous = sys.unraisablehook
   if getattr(previous, "_drops_closed_loop_callbacks", False):
     return
