@@ -58,6 +58,27 @@ def test_im2col_conv_equals_xla_conv(stride, padding):
                              rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride,padding", [(2, 1), (1, 1), (1, 0)])
+def test_im2col_conv_first_and_second_derivatives_equal_xla_conv(stride, padding):
+  """The written-out backward pass, and its own reverse-mode derivative (used by
+  second-order La-MAML), against autodiff of XLA's convolution."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 8, 3))
+  k = jax.random.normal(jax.random.PRNGKey(1), (3, 3, 3, 4))
+  xla = lambda x, k, s, p: jax.lax.conv_general_dilated(  # pylint: disable=g-long-lambda
+      x, k, (s, s), [(p, p)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def derivatives(conv):
+    f = lambda x, k: jnp.sum(jnp.sin(conv(x, k, stride, padding)))
+    grads = jax.grad(f, argnums=(0, 1))(x, k)
+    v = jax.random.normal(jax.random.PRNGKey(2), k.shape)
+    hvp = jax.grad(lambda x, k: jnp.vdot(jax.grad(f, argnums=1)(x, k), v),
+                   argnums=(0, 1))(x, k)
+    return grads, hvp
+
+  chex.assert_trees_all_close(derivatives(networks.im2col_conv), derivatives(xla),
+                              rtol=1e-4, atol=1e-4)
+
+
 def test_conv_implementations_share_parameters_and_outputs():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 32, 32, 3))
   patch = networks.make_network("cifar_cnn", 100, conv_impl="im2col")
