@@ -20,6 +20,19 @@ S_i = Σ_{j<i} g_j and ρ = relu'(α) (1 without relu_lrs),
   ∂L/∂θ0 = mean_i ∇L_meta(θ_i),   ∂L/∂α = −ρ ⊙ mean_i ∇L_meta(θ_i) ⊙ S_i
 ('last': only i = k). Same numbers (tested against `jax.grad` through the
 stop-gradient unroll, 'unroll'), no stored activations and no reverse loop.
+
+Second-order gradients are by default computed by an explicit reverse pass
+(`second_order_impl='hvp'`) instead of `jax.grad` through the unroll. With
+c(g) the clamp, m its 0/1 derivative and a = relu(α) or α, the adjoints are
+  θ̄_k = ∇L_meta(θ_k) / n,
+  ā  −= θ̄_{i+1} ⊙ c(g_i),
+  θ̄_i = θ̄_{i+1} − H(θ_i; b_i) (m_i ⊙ a ⊙ θ̄_{i+1}) + ∇L_meta(θ_i) / n  (i ≥ 1; 'mean'),
+for i = k−1 … 0, with n = k ('mean') or 1 ('last'). The Hessian-vector products
+H v reuse the residuals of the forward pass's inner gradient (`jax.vjp` of ∇ℓ),
+so the inner gradients are not recomputed, and the meta-gradients are taken one at
+a time. Same numbers as 'unroll' to float rounding (tested in float64); on the
+CIFAR net (k = 5 slices of 2, meta batch 20, 2 AMD EPYC cores) a meta-update took
+116 ms against 125 ms through the unroll, measured in one run.
 """
 from __future__ import annotations
 
@@ -52,6 +65,8 @@ class LookaheadOptions:
       rolled loop on a slow path (DESIGN §6), so the default unrolls fully.
     first_order_impl: 'accumulate' (forward accumulation, see module docstring) or
       'unroll' (`jax.grad` through the stop-gradient unroll; the reference).
+    second_order_impl: 'hvp' (explicit reverse pass, see module docstring) or
+      'unroll' (`jax.grad` through the unroll; the reference).
   """
   first_order: bool = True
   grad_clamp: Optional[float] = None
@@ -59,6 +74,7 @@ class LookaheadOptions:
   meta_loss: Literal["mean", "last"] = "mean"
   unroll: Union[int, bool] = True
   first_order_impl: Literal["accumulate", "unroll"] = "accumulate"
+  second_order_impl: Literal["hvp", "unroll"] = "hvp"
 
   def __post_init__(self):
     if self.meta_loss not in ("mean", "last"):
@@ -66,6 +82,9 @@ class LookaheadOptions:
     if self.first_order_impl not in ("accumulate", "unroll"):
       raise ValueError("first_order_impl must be 'accumulate' or 'unroll', got "
                        f"{self.first_order_impl!r}.")
+    if self.second_order_impl not in ("hvp", "unroll"):
+      raise ValueError("second_order_impl must be 'hvp' or 'unroll', got "
+                       f"{self.second_order_impl!r}.")
     if self.grad_clamp is not None and not self.grad_clamp > 0:
       raise ValueError(f"grad_clamp must be positive or None, got {self.grad_clamp}.")
 
@@ -148,6 +167,9 @@ def meta_gradients(loss_fn: LossFn, params: Params, lrs: Params,
   if options.first_order and options.first_order_impl == "accumulate":
     return _first_order_accumulated(loss_fn, params, lrs, inner_batches, meta_batch,
                                     options, wrt_lrs)
+  if not options.first_order and options.second_order_impl == "hvp":
+    return _second_order_by_hvp(loss_fn, params, lrs, inner_batches, meta_batch,
+                                options, wrt_lrs)
 
   def f(p, a):
     return lookahead_loss(loss_fn, p, a, inner_batches, meta_batch, options)
@@ -203,6 +225,63 @@ def _first_order_accumulated(loss_fn: LossFn, params: Params, lrs: Params,
     g_alpha = tmap(lambda g: g / n, g_alpha)
     if rho is not None:
       g_alpha = tmap(jnp.multiply, g_alpha, rho)
+  aux = {"inner_loss": inner_losses, "fast_params": fast}
+  return meta_sum / n, g_theta, g_alpha, aux
+
+
+def _second_order_by_hvp(loss_fn: LossFn, params: Params, lrs: Params,
+                         inner_batches: Batch, meta_batch: Batch,
+                         options: LookaheadOptions, wrt_lrs: bool):
+  """Second-order `meta_gradients` by an explicit reverse pass (module docstring)."""
+  tmap = jax.tree_util.tree_map
+  mean = options.meta_loss == "mean"
+  k = jax.tree_util.tree_leaves(inner_batches)[0].shape[0]
+  n = k if mean else 1
+  c = options.grad_clamp
+  step_lrs = tmap(jax.nn.relu, lrs) if options.relu_lrs else lrs
+
+  def clamp(g):
+    return g if c is None else tmap(lambda x: jnp.clip(x, -c, c), g)
+
+  def grad_and_loss(p, batch):
+    loss, g = jax.value_and_grad(loss_fn)(p, batch)
+    return g, loss
+
+  def forward(fast, inner_batch):
+    g, hvp, inner = jax.vjp(lambda p: grad_and_loss(p, inner_batch), fast, has_aux=True)
+    new_fast = tmap(lambda p, a, x: p - a * x, fast, step_lrs, clamp(g))
+    return new_fast, (hvp, fast, g, inner)
+
+  fast, (hvps, thetas, grads, inner_losses) = jax.lax.scan(
+      forward, params, inner_batches, unroll=options.unroll)
+
+  def meta_grad(theta):
+    meta, g = jax.value_and_grad(loss_fn)(theta, meta_batch)
+    return meta, tmap(lambda x: x / n, g)
+
+  def backward(carry, xs, with_meta):
+    adj, adj_lrs, meta_sum = carry
+    hvp, theta, g = xs
+    clamped, clamp_vjp = jax.vjp(clamp, g)
+    v, = clamp_vjp(tmap(jnp.multiply, step_lrs, adj))  # m ⊙ a ⊙ θ̄_{i+1}
+    if wrt_lrs:
+      adj_lrs = tmap(lambda s, t, x: s - t * x, adj_lrs, adj, clamped)
+    hv, = hvp(v)
+    adj = tmap(jnp.subtract, adj, hv)
+    if with_meta:
+      meta, g_meta = meta_grad(theta)
+      adj, meta_sum = tmap(jnp.add, adj, g_meta), meta_sum + meta
+    return (adj, adj_lrs, meta_sum), None
+
+  meta, adj = meta_grad(fast)
+  carry = (adj, tmap(jnp.zeros_like, params) if wrt_lrs else None, meta)
+  later = tmap(lambda a: a[1:], (hvps, thetas, grads))
+  carry, _ = jax.lax.scan(lambda cr, xs: backward(cr, xs, mean), carry, later,
+                          reverse=True, unroll=options.unroll)
+  first = tmap(lambda a: a[0], (hvps, thetas, grads))
+  (g_theta, g_alpha, meta_sum), _ = backward(carry, first, False)
+  if wrt_lrs and options.relu_lrs:
+    g_alpha = tmap(lambda g, a: g * (a > 0).astype(a.dtype), g_alpha, lrs)
   aux = {"inner_loss": inner_losses, "fast_params": fast}
   return meta_sum / n, g_theta, g_alpha, aux
 

@@ -252,3 +252,34 @@ def test_first_order_accumulation_equals_grad_through_the_unroll(reduction, relu
                                  grad_clamp=clamp), wrt_lrs=False)
   assert ga is None
   chex.assert_trees_all_close(gt, grads["unroll"][1], atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "last"])
+@pytest.mark.parametrize("relu,clamp", [(False, None), (True, 0.05), (False, 0.05)])
+def test_second_order_reverse_pass_equals_grad_through_the_unroll(reduction, relu, clamp):
+  """The explicit reverse pass (Hessian-vector products of the stored inner
+  gradients) against `jax.grad` through the whole unroll, in float64."""
+  with jax.enable_x64(True):
+    params, lrs, inner, meta = make_problem(jax.random.PRNGKey(4), k=3,
+                                            dtype=jnp.float64)
+    lrs = jax.tree_util.tree_map(lambda a: a.at[..., 0].set(-0.1), lrs)  # some α < 0
+    if clamp is not None:  # the clamp must bind somewhere for the test to mean much
+      g = jax.grad(tanh_mlp_loss)(params, jax.tree_util.tree_map(lambda a: a[0], inner))
+      assert any(np.any(np.abs(x) > clamp) for x in jax.tree_util.tree_leaves(g))
+    grads = {}
+    for impl in ("hvp", "unroll"):
+      opts = lookahead.LookaheadOptions(first_order=False, meta_loss=reduction,
+                                        relu_lrs=relu, grad_clamp=clamp,
+                                        second_order_impl=impl)
+      grads[impl] = lookahead.meta_gradients(tanh_mlp_loss, params, lrs, inner, meta,
+                                             opts)
+    for a, b in zip(grads["hvp"][:3], grads["unroll"][:3]):
+      chex.assert_trees_all_close(a, b, atol=1e-12, rtol=1e-10)
+    chex.assert_trees_all_close(grads["hvp"][3]["inner_loss"],
+                                grads["unroll"][3]["inner_loss"], rtol=1e-12)
+    _, gt, ga, _ = lookahead.meta_gradients(
+        tanh_mlp_loss, params, lrs, inner, meta,
+        lookahead.LookaheadOptions(first_order=False, meta_loss=reduction,
+                                   relu_lrs=relu, grad_clamp=clamp), wrt_lrs=False)
+    assert ga is None
+    chex.assert_trees_all_close(gt, grads["unroll"][1], atol=1e-12, rtol=1e-10)
