@@ -47,6 +47,9 @@ def make_members(seed: int, num_seeds: int, grid: dict[str, list[float]]) -> lis
   """[{'seed': s, name: value, ...}] for every grid combination and seed."""
   if num_seeds < 1:
     raise ValueError(f"num_seeds must be >= 1, got {num_seeds}.")
+  if seed < 0 or seed + num_seeds > 2**32:
+    raise ValueError(f"Seeds must lie in [0, 2**32), got seed={seed} with num_seeds="
+                     f"{num_seeds}; pick a seed in that range.")
   names = list(grid)
   return [{"seed": seed + i, **dict(zip(names, combo))}
           for combo in itertools.product(*(grid[n] for n in names))
