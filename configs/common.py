@@ -132,6 +132,8 @@ def make(method: str, arg: str) -> ml_collections.ConfigDict:
   c.batch_size = 10
   c.eval_batch_size = 1000
   c.steps_per_program = 0       # 0: a whole task per compiled program
+  # A checkpoint after a program or task once this many minutes passed since the
+  # last (0: after every one), and after the last task.
   c.checkpoint_every_minutes = 10.0
   c.keep_checkpoints = 2
   c.paper_ra = config_dict.placeholder(float)

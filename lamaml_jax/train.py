@@ -4,9 +4,11 @@ logs, checkpoints and results.
   run(config, workdir) -> results dict
 
 Per task t: its data move to the device once; the training program runs all its
-steps (or chunks of `config.steps_per_program` steps, between which a checkpoint
-may be written every `config.checkpoint_every_minutes`); the evaluation program
-fills row t of the accuracy matrix; a checkpoint is written. Re-running with the
+steps (or chunks of `config.steps_per_program` steps); the evaluation program fills
+row t of the accuracy matrix. After a chunk or a task a checkpoint is written once
+`config.checkpoint_every_minutes` have passed since the last one (0: every time),
+and always after the last task: each write costs about 40 ms of CPU, 5% of a
+20-task MNIST run when written after every task. Re-running with the
 same workdir resumes from the newest checkpoint and gives bit-identical results on
 the same machine (all stream randomness is a function of seed, task and step).
 """
@@ -66,6 +68,18 @@ EXECUTION_FIELDS = ("steps_per_program", "checkpoint_every_minutes", "keep_check
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def check_execution_settings(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError (before anything is written) for invalid EXECUTION_FIELDS."""
+  if not config.steps_per_program >= 0:
+    raise ValueError(f"steps_per_program must be >= 0 (0: a whole task per program), "
+                     f"got {config.steps_per_program}.")
+  if not 0 <= config.checkpoint_every_minutes < float("inf"):
+    raise ValueError("checkpoint_every_minutes must be a finite number >= 0 (0: a "
+                     f"checkpoint after every program), got {config.checkpoint_every_minutes}.")
+  if not config.keep_checkpoints >= 1:
+    raise ValueError(f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}.")
 
 
 def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
@@ -318,6 +332,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     WorkdirConflictError, checkpointing.CheckpointError, ValueError: see messages.
   """
   start_time = time.time()
+  check_execution_settings(config)
   prepare_workdir(config, workdir, overwrite)
   members, benchmarks, learner, spec, train, evaluate = build(config, data_dir)
   member_benchmarks = [benchmarks[m["seed"]] for m in members]
@@ -370,6 +385,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   task_started = time.time()
 
   last_save = time.time()
+
+  def save_due() -> bool:
+    return time.time() - last_save >= 60 * config.checkpoint_every_minutes
+
   # Leaving the block, normally or not, waits for a checkpoint still being written.
   with ckpt, io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
       os.path.join(workdir, "tensorboard"),
@@ -407,8 +426,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
         log.write(record)
         tb.scalars({"train/loss": record["loss"],
                     "train/inner_loss": record["inner_loss"]}, global_step)
-        minutes = config.checkpoint_every_minutes
-        if progress.step < steps and minutes > 0 and time.time() - last_save > 60 * minutes:
+        if progress.step < steps and save_due():
           tb.flush()
           save()
           last_save = time.time()
@@ -425,8 +443,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       tb.scalars({"eval/mean_seen_accuracy": seen, "eval/mean_all_accuracy":
                   float(np.nanmean(rows))}, (t + 1) * steps)
       tb.flush()
-      save()
-      last_save = time.time()
+      if t == num_tasks - 1 or save_due():
+        save()
+        last_save = time.time()
       # The last task's duration predicts the rest (the first one also compiles).
       eta = (time.time() - task_started) * (num_tasks - t - 1)
       task_started = time.time()

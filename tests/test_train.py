@@ -102,3 +102,32 @@ def test_divergence_stops_with_incomplete_results(tmp_path):
     r = json.load(f)
   assert r["status"] == "diverged" and r["tasks_completed"] == 0
   assert "task 0" in r["message"]
+
+
+def _checkpoint_steps(workdir):
+  return sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints"))
+                if d.isdigit())
+
+
+def test_checkpoints_follow_the_time_interval(finished_run, tmp_path):
+  workdir, _ = finished_run  # 3 tasks of 20 steps, default 10 minutes: the last only
+  assert _checkpoint_steps(workdir) == [60]
+  config = small_config()
+  config.checkpoint_every_minutes, config.keep_checkpoints = 0.0, 5
+  train.run(config, str(tmp_path))
+  assert _checkpoint_steps(str(tmp_path)) == [20, 40, 60]  # after every task
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("steps_per_program", -1, "steps_per_program must be >= 0"),
+    ("checkpoint_every_minutes", -1.0, "checkpoint_every_minutes must be a finite"),
+    ("checkpoint_every_minutes", float("nan"), "checkpoint_every_minutes must be a finite"),
+    ("keep_checkpoints", 0, "keep_checkpoints must be >= 1"),
+])
+def test_invalid_execution_settings_are_refused_before_writing(field, value, pattern,
+                                                                tmp_path):
+  config = small_config()
+  config[field] = value
+  with pytest.raises(ValueError, match=pattern):
+    train.run(config, str(tmp_path / "run"))
+  assert not os.path.exists(tmp_path / "run")
