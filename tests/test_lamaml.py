@@ -1,5 +1,4 @@
 """La-MAML family learners: update rules, tracing, validation."""
-import dataclasses
 
 import chex
 import jax

@@ -21,7 +21,7 @@ def make_problem(key, k, s, meta_replay=4, cpt=None, lr_sign_flip=False):
   """A 12-7-6-6 MLP, k slices of s samples, meta batch = [replay; stream]."""
   net = networks.MLP(hidden=(7, 6), num_outputs=NUM_OUTPUTS)
   ks = jax.random.split(key, 6)
-  b, m = k * s, meta_replay + k * s
+  b = k * s
 
   def batch(kk, n):
     kx, ky, kt = jax.random.split(kk, 3)
