@@ -41,6 +41,22 @@ def _new_figure(figsize) -> Figure:
   return fig
 
 
+def _heatmap_figure(width: float, height: float):
+  """(figure, square heatmap axes, colorbar axes) placed by fixed margins in inches.
+
+  A layout engine would measure every cell's text in an extra drawing pass: 0.25 s
+  of the 0.68 s a 20-task matrix took to save.
+  """
+  fig = Figure(figsize=(width, height))
+  FigureCanvasAgg(fig)
+  left, bottom, top, gap, bar, right = 0.75, 0.7, 0.5, 0.2, 0.25, 0.85  # inches
+  size = min(height - bottom - top, width - left - gap - bar - right)
+  ax = fig.add_axes((left / width, bottom / height, size / width, size / height))
+  cax = fig.add_axes(((left + size + gap) / width, bottom / height, bar / width,
+                      size / height))
+  return fig, ax, cax
+
+
 def plot_accuracy_matrix(R, path, title: str = "Accuracy matrix") -> None:
   """Heatmap of R[i, j] with the values written in the cells, saved as a PNG.
 
@@ -53,14 +69,15 @@ def plot_accuracy_matrix(R, path, title: str = "Accuracy matrix") -> None:
   t = R.shape[0]
   vmax, fmt = _value_range(R)
   side = float(np.clip(0.55 * t + 1.5, 4.0, 16.0))
-  fig = _new_figure((side + 1.0, side))
-  ax = fig.add_subplot()
+  fig, ax, cax = _heatmap_figure(side + 1.0, side)
   im = ax.imshow(np.ma.masked_invalid(R), cmap="viridis", vmin=0.0, vmax=vmax,
                  origin="upper", interpolation="nearest")
-  fig.colorbar(im, ax=ax, label="accuracy", shrink=0.8)
+  fig.colorbar(im, cax=cax, label="accuracy")
   ax.set_xlabel("evaluated on task j")
   ax.set_ylabel("after training task i")
-  ax.set_title(title)
+  # Centred on the figure, shrunk to fit it (about 0.085 in per character at 12 pt).
+  fig.suptitle(title, y=1.0 - 0.12 / side, va="top",
+               fontsize=min(12.0, 12.0 * (side + 0.8) / (0.085 * max(len(title), 1))))
   for axis in (ax.xaxis, ax.yaxis):
     axis.set_major_locator(MaxNLocator(nbins=min(t, 20), integer=True))
   if t <= _MAX_ANNOTATED_TASKS:
