@@ -4,6 +4,7 @@ r"""Speed figures of the La-MAML learners, printed as a table and JSON.
   python benchmarks/speed.py --cases=mnist_fo,cifar_so --repeats=30
   python benchmarks/speed.py --full_run            # + a full 20-task mnist5k_rotations run
   python benchmarks/speed.py --cifar_run --members=1,8,32   # accelerator figures
+  python benchmarks/speed.py --official_json=official.json  # beside the official code
 
 For each case: compile time, ms per `observe` called from Python (one dispatch per
 call), and ms per observe inside a compiled task program (`lax.scan` over many
@@ -43,12 +44,18 @@ CASES = {
                         "mnist5k_rotations", dict(glances=1, first_order=False)),
     "mnist_fo": ("MNIST La-MAML observe (5 glances x 10 inner steps), 1st order",
                  "lamaml", "mnist5k_rotations", {}),
+    "mnist_so": ("MNIST La-MAML observe (5 glances), 2nd order", "lamaml",
+                 "mnist5k_rotations", dict(first_order=False)),
     "cifar_fo": ("CIFAR La-MAML observe (k=5 x 2, meta 20), 1st order", "lamaml",
                  "cifar100", dict(first_order=True)),
     "cifar_so": ("CIFAR La-MAML observe, 2nd order", "lamaml", "cifar100", {}),
     "cifar_laer": ("CIFAR La-ER observe, 1st order", "laer", "cifar100", {}),
 }
 SHAPES = {"mlp": ((784,), 10, None), "cifar_cnn": ((32, 32, 3), 100, 5)}
+# The official code's timing harness (`official_observe_bench.py --configs ...`)
+# times one observe() of these configurations the way `time_case` times ours.
+OFFICIAL_CONFIGS = {"mnist_fo": "e", "mnist_so": "f", "cifar_so": "a", "cifar_fo": "b",
+                    "cifar_laer": "h"}
 
 CASES_FLAG = flags.DEFINE_list("cases", list(CASES), "Cases to time.")
 REPEATS = flags.DEFINE_integer("repeats", 20, "Timed observe calls per case.")
@@ -66,6 +73,28 @@ MEMBERS = flags.DEFINE_list(
     "1,8,32, for --member_case.")
 MEMBER_CASE = flags.DEFINE_string("member_case", "mnist_fo", "Case for --members.")
 JSON_OUT = flags.DEFINE_string("json", None, "Also write the figures to this file.")
+OFFICIAL_JSON = flags.DEFINE_string(
+    "official_json", None, "JSON written by the official code's timing harness "
+    "(official_observe_bench.py --configs e,f,a,b,h --json FILE), run just before on "
+    "the same machine: its medians are printed beside ours, with the speed-up.")
+
+
+def official_figures(harness_json: dict) -> dict[str, dict]:
+  """{case: official median / min ms per observe} from the harness's JSON output."""
+  by_config = {r["config"]: r for r in harness_json.get("results", [])}
+  return {case: {"config": letter, "median_ms": round(by_config[letter]["median_ms"], 2),
+                 "min_ms": round(by_config[letter]["min_ms"], 2)}
+          for case, letter in OFFICIAL_CONFIGS.items() if letter in by_config}
+
+
+def comparison_rows(cases: dict[str, dict], official: dict[str, dict]) -> list[str]:
+  """Table lines: our ms per observe in a program beside the official median."""
+  rows = [f"{'case':<16} {'ours ms':>8} {'official ms':>11} {'speed-up':>8}"]
+  for name, ours in cases.items():
+    if name in official:
+      ms, theirs = ours["ms_per_observe_in_program"], official[name]["median_ms"]
+      rows.append(f"{name:<16} {ms:>8.2f} {theirs:>11.2f} {theirs / ms:>7.1f}x")
+  return rows
 
 
 def synthetic_batch(key, shape, num_outputs, classes_per_task, n=10, task=1):
@@ -192,6 +221,11 @@ def main(argv):
     print(f"{name:<16} {r['compile_s']:>9.2f} {r['ms_per_observe_call']:>8.2f} "
           f"{r['ms_per_observe_in_program']:>11.2f} "
           f"{r['ms_per_meta_update_in_program']:>9.3f}  {description}", flush=True)
+  if OFFICIAL_JSON.value:
+    with open(OFFICIAL_JSON.value) as f:
+      official = official_figures(json.load(f))
+    figures["official"] = official
+    print("\n".join(comparison_rows(figures["cases"], official)), flush=True)
   if FULL_RUN.value:
     figures["full_run_mnist5k_rotations"] = full_run("mnist5k_rotations")
     print("full 20-task mnist5k_rotations La-MAML run:",

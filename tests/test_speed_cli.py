@@ -1,0 +1,58 @@
+"""benchmarks/speed.py: the comparison with the official code's timing harness."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def speed():
+  """benchmarks/speed.py as a module (loaded once: it defines absl flags)."""
+  spec = importlib.util.spec_from_file_location(
+      "speed_cli", os.path.join(ROOT, "benchmarks", "speed.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def harness_json(**medians):
+  """The harness's output format, one result per config letter."""
+  return {"env": {}, "results": [
+      {"config": c, "median_ms": m, "min_ms": m - 1.0, "description": c}
+      for c, m in medians.items()]}
+
+
+def test_official_figures_map_harness_configs_to_cases(speed):
+  got = speed.official_figures(harness_json(e=53.34, a=224.71, z=1.0))
+  assert got == {"mnist_fo": {"config": "e", "median_ms": 53.34, "min_ms": 52.34},
+                 "cifar_so": {"config": "a", "median_ms": 224.71, "min_ms": 223.71}}
+  assert set(speed.OFFICIAL_CONFIGS) <= set(speed.CASES)
+
+
+def test_comparison_rows_give_the_speed_up(speed):
+  rows = speed.comparison_rows(
+      {"mnist_fo": {"ms_per_observe_in_program": 5.0},
+       "mnist_fo_update": {"ms_per_observe_in_program": 1.0}},
+      {"mnist_fo": {"median_ms": 55.0, "min_ms": 50.0}})
+  assert len(rows) == 2  # header + the one case with an official figure
+  assert rows[1].split() == ["mnist_fo", "5.00", "55.00", "11.0x"]
+
+
+def test_cli_prints_and_writes_the_comparison(tmp_path):
+  official, out = tmp_path / "official.json", tmp_path / "figures.json"
+  official.write_text(json.dumps(harness_json(e=50.0)))
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/speed.py", "--cases=mnist_fo", "--repeats=2",
+       "--trials=1", f"--official_json={official}", f"--json={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "speed-up" in proc.stdout and "50.00" in proc.stdout
+  figures = json.loads(out.read_text())
+  assert figures["official"]["mnist_fo"]["median_ms"] == 50.0
+  assert figures["cases"]["mnist_fo"]["ms_per_observe_in_program"] > 0
