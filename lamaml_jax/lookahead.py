@@ -23,7 +23,8 @@ stop-gradient unroll, 'unroll'), no stored activations and no reverse loop.
 
 Second-order gradients are by default computed by an explicit reverse pass
 (`second_order_impl='hvp'`) instead of `jax.grad` through the unroll. With
-c(g) the clamp, m its 0/1 derivative and a = relu(α) or α, the adjoints are
+c(g) the clamp, m its derivative (0 or 1; ½ at ±c, as for jnp.clip) and a = relu(α)
+or α, the adjoints are
   θ̄_k = ∇L_meta(θ_k) / n,
   ā  −= θ̄_{i+1} ⊙ c(g_i),
   θ̄_i = θ̄_{i+1} − H(θ_i; b_i) (m_i ⊙ a ⊙ θ̄_{i+1}) + ∇L_meta(θ_i) / n  (i ≥ 1; 'mean'),

@@ -255,12 +255,14 @@ def test_first_order_accumulation_equals_grad_through_the_unroll(reduction, relu
 
 
 @pytest.mark.parametrize("reduction", ["mean", "last"])
-@pytest.mark.parametrize("relu,clamp", [(False, None), (True, 0.05), (False, 0.05)])
-def test_second_order_reverse_pass_equals_grad_through_the_unroll(reduction, relu, clamp):
+@pytest.mark.parametrize("relu,clamp,k", [(False, None, 3), (True, 0.05, 3),
+                                          (False, 0.05, 3), (False, 0.05, 1)])
+def test_second_order_reverse_pass_equals_grad_through_the_unroll(reduction, relu, clamp,
+                                                                  k):
   """The explicit reverse pass (Hessian-vector products of the stored inner
   gradients) against `jax.grad` through the whole unroll, in float64."""
   with jax.enable_x64(True):
-    params, lrs, inner, meta = make_problem(jax.random.PRNGKey(4), k=3,
+    params, lrs, inner, meta = make_problem(jax.random.PRNGKey(4), k=k,
                                             dtype=jnp.float64)
     lrs = jax.tree_util.tree_map(lambda a: a.at[..., 0].set(-0.1), lrs)  # some α < 0
     if clamp is not None:  # the clamp must bind somewhere for the test to mean much
