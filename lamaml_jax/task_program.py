@@ -62,7 +62,7 @@ def epoch_orders(spec: StreamSpec, data_key: PRNGKey) -> jax.Array:
 def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
                  task: jax.Array, data_key: PRNGKey, step: jax.Array,
                  preprocess: Preprocess, augment: Optional[Augment],
-                 orders: Optional[jax.Array] = None) -> tuple[Batch, jax.Array]:
+                 orders: jax.Array) -> tuple[Batch, jax.Array]:
   """The stream batch at step `step` of a task, and its epoch.
 
   Args:
@@ -71,16 +71,14 @@ def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
     task: [] task id.
     data_key: key of this task's stream (order and augmentation).
     step: [] int32 step within the task.
-    orders: `epoch_orders(spec, data_key)`, if already computed (a program
-      computes them once, not a sort of N keys per step).
+    orders: `epoch_orders(spec, data_key)`, computed once per program (not a
+      sort of N keys per step).
 
   Returns:
     (Batch of B preprocessed samples, [] epoch).
   """
   epoch = step // spec.steps_per_epoch
   offset = (step % spec.steps_per_epoch) * spec.batch_size
-  if orders is None:
-    orders = epoch_orders(spec, data_key)
   idx = jax.lax.dynamic_slice(orders[epoch], (offset,), (spec.batch_size,))
   x = task_x[idx]
   if augment is not None:
