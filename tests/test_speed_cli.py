@@ -1,4 +1,5 @@
-"""benchmarks/speed.py: the comparison with the official code's timing harness."""
+"""benchmarks/speed.py: the comparison with the official code's timing harness, and
+the cold full-run trials."""
 import importlib.util
 import json
 import os
@@ -56,3 +57,31 @@ def test_cli_prints_and_writes_the_comparison(tmp_path):
   figures = json.loads(out.read_text())
   assert figures["official"]["mnist_fo"]["median_ms"] == 50.0
   assert figures["cases"]["mnist_fo"]["ms_per_observe_in_program"] > 0
+
+
+def test_cold_full_runs_take_fresh_processes_and_report_fastest_and_median(speed):
+  walls = iter([16.2, 14.9, 15.4])
+  calls = []
+
+  def fake_run(cmd, **kwargs):
+    calls.append(cmd)
+    out = next(a for a in cmd if a.startswith("--json=")).split("=", 1)[1]
+    with open(out, "w") as f:
+      json.dump({"full_run_mnist5k_rotations": {
+          "wall_s": next(walls), "ra": 0.74, "meta_updates": 10000}}, f)
+    return subprocess.CompletedProcess(cmd, 0, "", "")
+
+  got = speed.cold_full_runs(3, run=fake_run)
+  assert got["wall_s"] == 14.9 and got["wall_s_median"] == 15.4
+  assert got["wall_s_trials"] == [16.2, 14.9, 15.4]
+  assert len(got["process_wall_s_trials"]) == 3 and got["ra"] == 0.74
+  for cmd in calls:  # nothing compiled before the run, one run a process
+    assert "--cases=" in cmd and "--full_run_trials=1" in cmd and "--full_run" in cmd
+
+
+def test_cold_full_runs_report_a_failed_process(speed):
+  def failing(cmd, **kwargs):
+    return subprocess.CompletedProcess(cmd, 1, "", "Traceback: out of memory")
+
+  with pytest.raises(RuntimeError, match="out of memory"):
+    speed.cold_full_runs(2, run=failing)
