@@ -85,3 +85,21 @@ def test_cold_full_runs_report_a_failed_process(speed):
 
   with pytest.raises(RuntimeError, match="out of memory"):
     speed.cold_full_runs(2, run=failing)
+
+
+def test_cli_times_vmapped_members(tmp_path):
+  out = tmp_path / "figures.json"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/speed.py", "--cases=", "--members=2,1",
+       "--member_case=mnist_fo_update", f"--json={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  members = json.loads(out.read_text())["members"]
+  assert set(members) == {"1", "2"}
+  one, two = members["1"], members["2"]
+  assert one["x_fewest"] == 1.0
+  assert two["x_fewest"] == pytest.approx(
+      two["ms_per_observe_all_members"] / one["ms_per_observe_all_members"], abs=0.01)
+  assert two["ms_per_member_observe"] == pytest.approx(
+      two["ms_per_observe_all_members"] / 2, abs=0.001)
