@@ -101,5 +101,6 @@ def test_cli_times_vmapped_members(tmp_path):
   assert one["x_fewest"] == 1.0
   assert two["x_fewest"] == pytest.approx(
       two["ms_per_observe_all_members"] / one["ms_per_observe_all_members"], abs=0.01)
+  # ms_per_observe_all_members is rounded to 0.01 ms, the per-member figure to 0.001.
   assert two["ms_per_member_observe"] == pytest.approx(
-      two["ms_per_observe_all_members"] / 2, abs=0.001)
+      two["ms_per_observe_all_members"] / 2, abs=0.004)
