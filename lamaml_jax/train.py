@@ -393,6 +393,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   with ckpt, io_utils.JsonlWriter(metrics_path) as log, summary_writer.SummaryWriter(
       os.path.join(workdir, "tensorboard"),
       purge_step=resume_step) as tb:
+    first_task = progress.task
     for t in range(progress.task, num_tasks):
       task_x = jax.device_put(members_lib.stack([b.train_x[t] for b in member_benchmarks]))
       task_y = jax.device_put(members_lib.stack([b.train_y[t] for b in member_benchmarks]))
@@ -446,10 +447,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
       if t == num_tasks - 1 or save_due():
         save()
         last_save = time.time()
-      # The last task's duration predicts the rest (the first one also compiles).
-      eta = (time.time() - task_started) * (num_tasks - t - 1)
+      # The last task's duration predicts the rest; the first task of a process
+      # also compiles the programs, so it predicts nothing.
+      if t > first_task:
+        eta = f"ETA {(time.time() - task_started) * (num_tasks - t - 1):.0f} s"
+      else:
+        eta = f"ETA after task {t + 2}" if t < num_tasks - 1 else "ETA 0 s"
       task_started = time.time()
-      logging.info("task %d/%d | seen-task accuracy %.4f | %.1f s | ETA %.0f s",
+      logging.info("task %d/%d | seen-task accuracy %.4f | %.1f s | %s",
                    t + 1, num_tasks, seen, wall(), eta)
 
   out = results()
