@@ -1,22 +1,15 @@
 """benchmarks/official_mnist_data.py: our MNIST tasks in the official loader's format."""
-import importlib.util
-import os
 import sys
 import types
 
 import numpy as np
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def tool():
-  spec = importlib.util.spec_from_file_location(
-      "official_mnist_data", os.path.join(ROOT, "benchmarks", "official_mnist_data.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def tool(load_benchmark):
+  return load_benchmark("official_mnist_data")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,5 @@
 """benchmarks/speed.py: the comparison with the official code's timing harness, and
 the cold full-run trials."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -12,13 +11,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
-def speed():
-  """benchmarks/speed.py as a module (loaded once: it defines absl flags)."""
-  spec = importlib.util.spec_from_file_location(
-      "speed_cli", os.path.join(ROOT, "benchmarks", "speed.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def speed(load_benchmark):
+  """benchmarks/speed.py, loaded once: it defines absl flags."""
+  return load_benchmark("speed")
 
 
 def harness_json(**medians):
