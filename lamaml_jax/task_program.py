@@ -10,8 +10,9 @@ or resumed from a checkpoint, sees exactly the same batches.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import jax
 import jax.numpy as jnp
@@ -141,6 +142,37 @@ def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preproces
 
   return jax.jit(train, static_argnames="num_steps", donate_argnums=0,
                  compiler_options=compiler_options)
+
+
+class CompiledAhead:
+  """A train program's executables by `num_steps`, each compiled once.
+
+  `compile_ahead` starts a compilation in a background thread from shapes alone,
+  so that a run can compile its task program while it initialises and evaluates
+  the untrained model. A length never announced compiles on its first call.
+  """
+
+  def __init__(self, program: Callable):
+    self._program = program
+    self._pool = concurrent.futures.ThreadPoolExecutor(1, "compile")
+    self._executables: dict[int, concurrent.futures.Future] = {}
+
+  def compile_ahead(self, *args: Any, num_steps: int) -> None:
+    """Compiles for these argument shapes (arrays or `jax.ShapeDtypeStruct`s)."""
+    if num_steps not in self._executables:
+      self._executables[num_steps] = self._pool.submit(
+          lambda: self._program.lower(*args, num_steps=num_steps).compile())
+
+  def __call__(self, *args: Any, num_steps: int):
+    self.compile_ahead(*args, num_steps=num_steps)
+    return self._executables[num_steps].result()(*args)
+
+  def __enter__(self) -> "CompiledAhead":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    # A compilation still running when a run fails finishes in the background.
+    self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:

@@ -69,3 +69,53 @@ def test_evaluation_counts_correct_answers():
   state = jnp.zeros((1,))  # one member
   np.testing.assert_array_equal(
       evaluate(state, x[None].astype(jnp.float32), y[None]), [[6, 3]])
+
+
+class _CountingProgram:
+  """A jitted toy program that counts its compilations."""
+
+  def __init__(self):
+    self.lowered = []
+    self._jitted = jax.jit(lambda s, x, num_steps: s * num_steps + x,
+                           static_argnames="num_steps", donate_argnums=0)
+
+  def lower(self, *args, num_steps):
+    self.lowered.append(num_steps)
+    return self._jitted.lower(*args, num_steps=num_steps)
+
+
+def test_compiled_ahead_compiles_each_length_once_from_shapes():
+  program = _CountingProgram()
+  shape = jax.ShapeDtypeStruct((3,), jnp.float32)
+  with task_program.CompiledAhead(program) as programs:
+    programs.compile_ahead(shape, shape, num_steps=4)
+    x = jnp.arange(3, dtype=jnp.float32)
+    out = programs(jnp.ones(3), x, num_steps=4)
+    out = programs(out, x, num_steps=4)
+    np.testing.assert_array_equal(out, (1.0 * 4 + x) * 4 + x)
+    assert program.lowered == [4]
+    # A length never announced compiles on its first call, once.
+    np.testing.assert_array_equal(programs(jnp.ones(3), x, num_steps=2), 2.0 + x)
+    programs(jnp.ones(3), x, num_steps=2)
+    assert program.lowered == [4, 2]
+
+
+def test_compiled_ahead_reports_compilation_errors_at_the_call():
+  program = _CountingProgram()
+  with task_program.CompiledAhead(program) as programs:
+    # Shapes that cannot broadcast: the error surfaces when the program is used.
+    programs.compile_ahead(jax.ShapeDtypeStruct((3,), jnp.float32),
+                           jax.ShapeDtypeStruct((2,), jnp.float32), num_steps=1)
+    with np.testing.assert_raises(TypeError):
+      programs(jnp.ones(3), jnp.ones(2), num_steps=1)
+
+
+def test_member_shapes_are_those_of_the_initialised_members():
+  config = small_config()
+  config.num_seeds = 2
+  members, benchmarks, learner, *_ = train.build(config)
+  example = train.example_batch(benchmarks[0], 10)
+  shapes = train.member_shapes(learner, members, example)
+  values = train.init_members(learner, members, example)
+  spec = lambda t: jax.tree_util.tree_map(lambda a: (a.shape, a.dtype), t)
+  assert spec(shapes) == spec(values)
