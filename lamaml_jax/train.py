@@ -233,8 +233,8 @@ class Progress:
                np.full((num_members,), -1, np.int64), 0.0)
 
   def to_tree(self) -> dict:
-    return {"task": jnp.asarray(self.task, jnp.int32),
-            "step": jnp.asarray(self.step, jnp.int32),
+    return {"task": np.asarray(self.task, np.int32),
+            "step": np.asarray(self.step, np.int32),
             "acc": np.asarray(self.acc, np.float64),
             "diverged": np.asarray(self.diverged, np.int64),
             "elapsed": np.asarray(self.elapsed, np.float64)}
@@ -421,10 +421,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     for t in range(progress.task, num_tasks):
       task_x, task_y = jax.device_put(task_data(t))
       task_id = jax.device_put(np.int32(t))
-      data_keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(data_roots, t)
       while progress.step < steps:
         n = min(chunk, steps - progress.step)
-        state, m = programs(state, task_x, task_y, task_id, data_keys,
+        state, m = programs(state, task_x, task_y, task_id, data_roots,
                             jax.device_put(np.int32(progress.step)), num_steps=n)
         m = jax.device_get(m)
         newly = (~m["finite"].all(axis=1)) & (progress.diverged < 0)

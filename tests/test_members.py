@@ -98,7 +98,6 @@ def test_vmapped_members_agree_with_mapped_ones_up_to_rounding():
     state, keys = train.init_members(learner, ms, train.example_batch(benches[0], 10))
     x = jnp.stack([benches[m["seed"]].train_x[0] for m in ms])
     y = jnp.stack([benches[m["seed"]].train_y[0] for m in ms])
-    keys = jax.vmap(jax.random.fold_in, in_axes=(0, None))(keys, 0)
     states[batching], _ = train_fn(state, x, y, jnp.int32(0), keys, jnp.int32(0),
                                    num_steps=3)
   for a, b in zip(jax.tree_util.tree_leaves(states["map"].params),
