@@ -5,6 +5,8 @@ r"""Speed figures of the La-MAML learners, printed as a table and JSON.
   python benchmarks/speed.py --full_run            # + full 20-task mnist5k_rotations runs
   python benchmarks/speed.py --cifar_run --members=1,8,32   # accelerator figures
   python benchmarks/speed.py --official_json=official.json  # beside the official code
+  python benchmarks/speed.py --cases=mnist_fo,cifar_so \
+      --official_cmd="PYTHON official_observe_bench.py LA-MAML-DIR"  # back to back
 
 For each case: compile time, ms per `observe` called from Python (one dispatch per
 call), and ms per observe inside a compiled task program (`lax.scan` over many
@@ -24,11 +26,13 @@ import json
 import os
 import platform
 import resource
+import shlex
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable, Optional
 
 from absl import app
 from absl import flags
@@ -85,18 +89,28 @@ MEMBERS = flags.DEFINE_list(
     "1,8,32, for --member_case.")
 MEMBER_CASE = flags.DEFINE_string("member_case", "mnist_fo", "Case for --members.")
 JSON_OUT = flags.DEFINE_string("json", None, "Also write the figures to this file.")
+OFFICIAL_CMD = flags.DEFINE_string(
+    "official_cmd", None, "The official code's timing harness with its La-MAML "
+    "checkout, e.g. 'PYTHON official_observe_bench.py LA-MAML-DIR' (PYTHON: an "
+    "environment with torch). Each case with an official configuration is then "
+    "timed back to back with it for --official_rounds rounds, and the median "
+    "speed-up printed: the fairest comparison on a machine whose speed drifts.")
+OFFICIAL_ROUNDS = flags.DEFINE_integer("official_rounds", 3, "Rounds of --official_cmd.",
+                                       lower_bound=1)
 OFFICIAL_JSON = flags.DEFINE_string(
     "official_json", None, "JSON written by the official code's timing harness "
     "(official_observe_bench.py --configs e,f,a,b,h --json FILE), run just before on "
     "the same machine: its medians are printed beside ours, with the speed-up.")
 
 
-def official_figures(harness_json: dict) -> dict[str, dict]:
-  """{case: official median / min ms per observe} from the harness's JSON output."""
+def official_figures(harness_json: dict, configs: Optional[dict] = None
+                     ) -> dict[str, dict]:
+  """{case: official median / min ms per observe} from the harness's JSON output
+  (`configs`: case -> harness config letter, OFFICIAL_CONFIGS by default)."""
   by_config = {r["config"]: r for r in harness_json.get("results", [])}
   return {case: {"config": letter, "median_ms": round(by_config[letter]["median_ms"], 2),
                  "min_ms": round(by_config[letter]["min_ms"], 2)}
-          for case, letter in OFFICIAL_CONFIGS.items() if letter in by_config}
+          for case, letter in (configs or OFFICIAL_CONFIGS).items() if letter in by_config}
 
 
 def comparison_rows(cases: dict[str, dict], official: dict[str, dict]) -> list[str]:
@@ -106,6 +120,18 @@ def comparison_rows(cases: dict[str, dict], official: dict[str, dict]) -> list[s
     if name in official:
       ms, theirs = ours["ms_per_observe_in_program"], official[name]["median_ms"]
       rows.append(f"{name:<16} {ms:>8.2f} {theirs:>11.2f} {theirs / ms:>7.1f}x")
+  return rows
+
+
+def interleaved_rows(comparison: dict[str, dict]) -> list[str]:
+  """Table lines of `interleaved_comparison`: medians over rounds, and the range."""
+  rows = [f"{'case':<16} {'ours ms':>8} {'official ms':>11} {'speed-up':>8}  "
+          "(back to back, median of rounds; range)"]
+  for name, r in comparison.items():
+    rows.append(f"{name:<16} {statistics.median(r['ours_ms']):>8.2f} "
+                f"{statistics.median(r['official_ms']):>11.2f} "
+                f"{r['speed_up_median']:>7.1f}x  "
+                f"({min(r['speed_up']):.1f}-{max(r['speed_up']):.1f}x)")
   return rows
 
 
@@ -127,50 +153,107 @@ def fastest(fn, trials):
   return min(times)
 
 
-def time_case(method, arg, overrides, repeats, trials=1):
-  config = common.make(method, arg)
-  for k, v in overrides.items():
-    config.learner[k] = v
-  shape, outputs, cpt = SHAPES[config.arch]
-  learner = make_learner(method, config.learner.to_dict(),
-                         networks.make_network(config.arch, outputs), cpt)
-  key = jax.random.PRNGKey(0)
-  batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt)
-             for i in range(repeats)]
-  state = learner.init(key, batches[0])
-  # Fill the buffer (task 0), as in the middle of a run.
-  fill = synthetic_batch(key, shape, outputs, cpt, n=config.learner.memory_size, task=0)
-  from lamaml_jax import replay  # pylint: disable=g-import-not-at-top
-  state = state._replace(memory=replay.add(state.memory, key, fill), task=jnp.int32(0))
-  epoch = jnp.int32(1)  # no pushes: the steady state of later epochs / glances
+class CaseTimer:
+  """One case's `observe`, compiled once alone and once in a task program (a
+  `lax.scan` over `repeats` stream batches), timed on demand."""
 
-  t0 = time.perf_counter()
-  compiled = learner.observe.lower(state, batches[0], epoch).compile()
-  compile_s = time.perf_counter() - t0
-  state, _ = compiled(state, batches[0], epoch)
-  jax.block_until_ready(state)
+  def __init__(self, method, arg, overrides, repeats):
+    config = common.make(method, arg)
+    for k, v in overrides.items():
+      config.learner[k] = v
+    self.glances = int(config.learner.glances)
+    self.repeats = repeats
+    shape, outputs, cpt = SHAPES[config.arch]
+    learner = make_learner(method, config.learner.to_dict(),
+                           networks.make_network(config.arch, outputs), cpt)
+    key = jax.random.PRNGKey(0)
+    batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt)
+               for i in range(repeats)]
+    state = learner.init(key, batches[0])
+    # Fill the buffer (task 0), as in the middle of a run.
+    fill = synthetic_batch(key, shape, outputs, cpt, n=config.learner.memory_size, task=0)
+    from lamaml_jax import replay  # pylint: disable=g-import-not-at-top
+    state = state._replace(memory=replay.add(state.memory, key, fill), task=jnp.int32(0))
+    epoch = jnp.int32(1)  # no pushes: the steady state of later epochs / glances
 
-  def calls():
-    s = state
-    for b in batches:
-      s, _ = compiled(s, b, epoch)
-    jax.block_until_ready(s)
-  call_ms = fastest(calls, trials) / repeats * 1e3
+    t0 = time.perf_counter()
+    compiled = learner.observe.lower(state, batches[0], epoch).compile()
+    self.compile_s = time.perf_counter() - t0
+    state, _ = compiled(state, batches[0], epoch)
+    jax.block_until_ready(state)
 
-  stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *batches)
-  scan = jax.jit(lambda s, bs: jax.lax.scan(lambda s, b: learner.observe(s, b, epoch), s, bs))
-  t0 = time.perf_counter()
-  scan_compiled = scan.lower(state, stacked).compile()
-  scan_compile_s = time.perf_counter() - t0
-  state, _ = scan_compiled(state, stacked)
-  jax.block_until_ready(state)
-  scan_ms = fastest(lambda: jax.block_until_ready(scan_compiled(state, stacked)),
-                    trials) / repeats * 1e3
-  return {"compile_s": round(compile_s, 2), "ms_per_observe_call": round(call_ms, 2),
-          "program_compile_s": round(scan_compile_s, 2),
+    def calls():
+      s = state
+      for b in batches:
+        s, _ = compiled(s, b, epoch)
+      jax.block_until_ready(s)
+    self._calls = calls
+
+    stacked = jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *batches)
+    scan = jax.jit(lambda s, bs: jax.lax.scan(lambda s, b: learner.observe(s, b, epoch),
+                                              s, bs))
+    t0 = time.perf_counter()
+    scan_compiled = scan.lower(state, stacked).compile()
+    self.program_compile_s = time.perf_counter() - t0
+    state, _ = scan_compiled(state, stacked)
+    jax.block_until_ready(state)
+    self._program = lambda: jax.block_until_ready(scan_compiled(state, stacked))
+
+  def ms_per_call(self, trials: int) -> float:
+    """ms per observe called from Python, fastest of `trials` runs."""
+    return fastest(self._calls, trials) / self.repeats * 1e3
+
+  def ms_in_program(self, trials: int) -> float:
+    """ms per observe inside the task program, fastest of `trials` runs."""
+    return fastest(self._program, trials) / self.repeats * 1e3
+
+
+def time_case(method, arg, overrides, repeats, trials=1, timer=None):
+  """A case's figures; `timer` (a `CaseTimer` of this case) skips compiling it."""
+  timer = timer or CaseTimer(method, arg, overrides, repeats)
+  call_ms, scan_ms = timer.ms_per_call(trials), timer.ms_in_program(trials)
+  return {"compile_s": round(timer.compile_s, 2), "ms_per_observe_call": round(call_ms, 2),
+          "program_compile_s": round(timer.program_compile_s, 2),
           "ms_per_observe_in_program": round(scan_ms, 2),
-          "glances": int(config.learner.glances),
-          "ms_per_meta_update_in_program": round(scan_ms / config.learner.glances, 3)}
+          "glances": timer.glances,
+          "ms_per_meta_update_in_program": round(scan_ms / timer.glances, 3)}
+
+
+def run_official_harness(command: str, config: str, run=subprocess.run) -> float:
+  """Median ms per observe() of one harness configuration: `command` (the harness
+  with its La-MAML checkout, as a shell-style string) run with --configs/--json."""
+  with tempfile.TemporaryDirectory() as tmp:
+    path = os.path.join(tmp, "official.json")
+    proc = run([*shlex.split(command), "--configs", config, "--json", path],
+               capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+      raise RuntimeError(f"The official harness failed (--configs {config}); fix "
+                         f"--official_cmd:\n{proc.stderr[-3000:]}")
+    with open(path) as f:
+      return official_figures(json.load(f), {config: config})[config]["median_ms"]
+
+
+def interleaved_comparison(ours: dict, official: Callable[[str], float],
+                           rounds: int) -> dict[str, dict]:
+  """Speed-ups measured back to back, so that the machine's drift cancels.
+
+  Each round times, for every case, the official configuration (`official(letter)`
+  -> median ms) and then ours (`ours[case]()` -> ms), and takes their ratio.
+
+  Returns:
+    {case: {"official_ms", "ours_ms", "speed_up": one per round, and
+    "speed_up_median"}}.
+  """
+  out = {case: {"official_ms": [], "ours_ms": [], "speed_up": []} for case in ours}
+  for _ in range(rounds):
+    for case, time_ours in ours.items():
+      theirs, mine = official(OFFICIAL_CONFIGS[case]), time_ours()
+      out[case]["official_ms"].append(round(theirs, 2))
+      out[case]["ours_ms"].append(round(mine, 2))
+      out[case]["speed_up"].append(round(theirs / mine, 2))
+  for r in out.values():
+    r["speed_up_median"] = statistics.median(r["speed_up"])
+  return out
 
 
 def full_run(arg: str, num_tasks=None):
@@ -257,9 +340,13 @@ def main(argv):
   figures = {"machine": info, "cases": {}}
   print(f"{'case':<16} {'compile s':>9} {'ms/call':>8} {'ms/obs prog':>11} "
         f"{'ms/update':>9}  description")
+  timers = {}
   for name in filter(None, CASES_FLAG.value):
     description, method, arg, overrides = CASES[name]
-    r = time_case(method, arg, overrides, REPEATS.value, TRIALS.value)
+    timer = CaseTimer(method, arg, overrides, REPEATS.value)
+    if OFFICIAL_CMD.value and name in OFFICIAL_CONFIGS:
+      timers[name] = timer
+    r = time_case(method, arg, overrides, REPEATS.value, TRIALS.value, timer)
     figures["cases"][name] = r
     print(f"{name:<16} {r['compile_s']:>9.2f} {r['ms_per_observe_call']:>8.2f} "
           f"{r['ms_per_observe_in_program']:>11.2f} "
@@ -269,6 +356,12 @@ def main(argv):
       official = official_figures(json.load(f))
     figures["official"] = official
     print("\n".join(comparison_rows(figures["cases"], official)), flush=True)
+  if timers:
+    figures["interleaved"] = interleaved_comparison(
+        {case: (lambda t=t: t.ms_in_program(TRIALS.value)) for case, t in timers.items()},
+        lambda config: run_official_harness(OFFICIAL_CMD.value, config),
+        OFFICIAL_ROUNDS.value)
+    print("\n".join(interleaved_rows(figures["interleaved"])), flush=True)
   if FULL_RUN.value:
     figures["full_run_mnist5k_rotations"] = (
         full_run("mnist5k_rotations") if FULL_RUN_TRIALS.value == 1

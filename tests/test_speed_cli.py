@@ -99,3 +99,71 @@ def test_cli_times_vmapped_members(tmp_path):
   # ms_per_observe_all_members is rounded to 0.01 ms, the per-member figure to 0.001.
   assert two["ms_per_member_observe"] == pytest.approx(
       two["ms_per_observe_all_members"] / 2, abs=0.004)
+
+
+def test_interleaved_comparison_times_both_back_to_back_each_round(speed):
+  calls = []
+  official_ms = iter([50.0, 100.0, 60.0, 120.0, 40.0, 80.0])
+  ours_ms = iter([5.0, 50.0, 5.0, 60.0, 5.0, 40.0])
+
+  def official(config):
+    calls.append(("official", config))
+    return next(official_ms)
+
+  def ours(case):
+    def time_it():
+      calls.append(("ours", case))
+      return next(ours_ms)
+    return time_it
+
+  got = speed.interleaved_comparison({"mnist_fo": ours("mnist_fo"),
+                                      "cifar_so": ours("cifar_so")}, official, rounds=3)
+  assert calls[:4] == [("official", "e"), ("ours", "mnist_fo"),
+                       ("official", "a"), ("ours", "cifar_so")]
+  assert len(calls) == 12
+  assert got["mnist_fo"]["speed_up"] == [10.0, 12.0, 8.0]
+  assert got["mnist_fo"]["speed_up_median"] == 10.0
+  assert got["cifar_so"]["speed_up"] == [2.0, 2.0, 2.0]
+  rows = speed.interleaved_rows(got)
+  assert rows[1].split()[:4] == ["mnist_fo", "5.00", "50.00", "10.0x"]
+  assert "(8.0-12.0x)" in rows[1]
+
+
+def test_run_official_harness_passes_config_and_reads_its_median(speed):
+  seen = []
+
+  def run(argv, **kwargs):
+    seen.append(argv)
+    path = argv[argv.index("--json") + 1]
+    with open(path, "w") as f:
+      json.dump(harness_json(a=171.4), f)
+    return subprocess.CompletedProcess(argv, 0, "", "")
+
+  assert speed.run_official_harness("py 'bench dir/b.py' repo", "a", run=run) == 171.4
+  assert seen[0][:6] == ["py", "bench dir/b.py", "repo", "--configs", "a", "--json"]
+  failed = lambda argv, **kwargs: subprocess.CompletedProcess(argv, 1, "", "no torch")
+  with pytest.raises(RuntimeError, match="no torch"):
+    speed.run_official_harness("py b.py repo", "a", run=failed)
+
+
+def test_cli_compares_back_to_back_with_a_harness_command(tmp_path):
+  fake = tmp_path / "fake_harness.py"
+  fake.write_text(
+      "import argparse, json\n"
+      "p = argparse.ArgumentParser(); p.add_argument('repo')\n"
+      "p.add_argument('--configs'); p.add_argument('--json')\n"
+      "a = p.parse_args()\n"
+      "json.dump({'results': [{'config': a.configs, 'median_ms': 50.0,"
+      " 'min_ms': 49.0}]}, open(a.json, 'w'))\n")
+  out = tmp_path / "figures.json"
+  proc = subprocess.run(
+      [sys.executable, "benchmarks/speed.py", "--cases=mnist_fo", "--repeats=2",
+       "--trials=1", f"--official_cmd={sys.executable} {fake} checkout",
+       "--official_rounds=2", f"--json={out}"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "back to back" in proc.stdout
+  got = json.loads(out.read_text())["interleaved"]["mnist_fo"]
+  assert got["official_ms"] == [50.0, 50.0] and len(got["speed_up"]) == 2
+  assert got["speed_up_median"] > 0
