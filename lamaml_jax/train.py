@@ -360,9 +360,10 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     return (members_lib.stack([b.train_x[t] for b in member_benchmarks]),
             members_lib.stack([b.train_y[t] for b in member_benchmarks]))
 
-  # The task program compiles in the background (2.5 s for MNIST La-MAML on two
-  # CPU cores) while the model is initialised and evaluated: a 1-task MNIST run
-  # then took 4.33 s instead of 4.61 s (medians of 6 cold processes each).
+  # The task program is lowered here and compiles in the background (2.5 s for
+  # MNIST La-MAML on two CPU cores) while the model is initialised and evaluated:
+  # about 0.3-0.4 s off a cold run (1-task MNIST runs 4.33 against 4.61 s, 20-task
+  # runs 16.7 against 17.1 s, medians of 6 and 5 alternating cold processes).
   example = example_batch(benchmark, config.batch_size)
   state_shape, root_shape = member_shapes(learner, members, example)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
