@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Callable, Optional
+from typing import Callable
 
 from absl import app
 from absl import flags
@@ -103,14 +103,12 @@ OFFICIAL_JSON = flags.DEFINE_string(
     "the same machine: its medians are printed beside ours, with the speed-up.")
 
 
-def official_figures(harness_json: dict, configs: Optional[dict] = None
-                     ) -> dict[str, dict]:
-  """{case: official median / min ms per observe} from the harness's JSON output
-  (`configs`: case -> harness config letter, OFFICIAL_CONFIGS by default)."""
+def official_figures(harness_json: dict) -> dict[str, dict]:
+  """{case: official median / min ms per observe} from the harness's JSON output."""
   by_config = {r["config"]: r for r in harness_json.get("results", [])}
   return {case: {"config": letter, "median_ms": round(by_config[letter]["median_ms"], 2),
                  "min_ms": round(by_config[letter]["min_ms"], 2)}
-          for case, letter in (configs or OFFICIAL_CONFIGS).items() if letter in by_config}
+          for case, letter in OFFICIAL_CONFIGS.items() if letter in by_config}
 
 
 def comparison_rows(cases: dict[str, dict], official: dict[str, dict]) -> list[str]:
@@ -208,9 +206,8 @@ class CaseTimer:
     return fastest(self._program, trials) / self.repeats * 1e3
 
 
-def time_case(method, arg, overrides, repeats, trials=1, timer=None):
-  """A case's figures; `timer` (a `CaseTimer` of this case) skips compiling it."""
-  timer = timer or CaseTimer(method, arg, overrides, repeats)
+def time_case(timer: CaseTimer, trials: int = 1) -> dict:
+  """A case's figures: its compile times, and the fastest of `trials` timings."""
   call_ms, scan_ms = timer.ms_per_call(trials), timer.ms_in_program(trials)
   return {"compile_s": round(timer.compile_s, 2), "ms_per_observe_call": round(call_ms, 2),
           "program_compile_s": round(timer.program_compile_s, 2),
@@ -219,9 +216,10 @@ def time_case(method, arg, overrides, repeats, trials=1, timer=None):
           "ms_per_meta_update_in_program": round(scan_ms / timer.glances, 3)}
 
 
-def run_official_harness(command: str, config: str, run=subprocess.run) -> float:
-  """Median ms per observe() of one harness configuration: `command` (the harness
-  with its La-MAML checkout, as a shell-style string) run with --configs/--json."""
+def run_official_harness(command: str, case: str, run=subprocess.run) -> float:
+  """Official median ms per observe() of a case: `command` (the harness with its
+  La-MAML checkout, as a shell-style string) run with the case's --configs/--json."""
+  config = OFFICIAL_CONFIGS[case]
   with tempfile.TemporaryDirectory() as tmp:
     path = os.path.join(tmp, "official.json")
     proc = run([*shlex.split(command), "--configs", config, "--json", path],
@@ -230,15 +228,15 @@ def run_official_harness(command: str, config: str, run=subprocess.run) -> float
       raise RuntimeError(f"The official harness failed (--configs {config}); fix "
                          f"--official_cmd:\n{proc.stderr[-3000:]}")
     with open(path) as f:
-      return official_figures(json.load(f), {config: config})[config]["median_ms"]
+      return official_figures(json.load(f))[case]["median_ms"]
 
 
 def interleaved_comparison(ours: dict, official: Callable[[str], float],
                            rounds: int) -> dict[str, dict]:
   """Speed-ups measured back to back, so that the machine's drift cancels.
 
-  Each round times, for every case, the official configuration (`official(letter)`
-  -> median ms) and then ours (`ours[case]()` -> ms), and takes their ratio.
+  Each round times, for every case, the official code (`official(case)` -> median
+  ms) and then ours (`ours[case]()` -> ms), and takes their ratio.
 
   Returns:
     {case: {"official_ms", "ours_ms", "speed_up": one per round, and
@@ -247,7 +245,7 @@ def interleaved_comparison(ours: dict, official: Callable[[str], float],
   out = {case: {"official_ms": [], "ours_ms": [], "speed_up": []} for case in ours}
   for _ in range(rounds):
     for case, time_ours in ours.items():
-      theirs, mine = official(OFFICIAL_CONFIGS[case]), time_ours()
+      theirs, mine = official(case), time_ours()
       out[case]["official_ms"].append(round(theirs, 2))
       out[case]["ours_ms"].append(round(mine, 2))
       out[case]["speed_up"].append(round(theirs / mine, 2))
@@ -346,7 +344,7 @@ def main(argv):
     timer = CaseTimer(method, arg, overrides, REPEATS.value)
     if OFFICIAL_CMD.value and name in OFFICIAL_CONFIGS:
       timers[name] = timer
-    r = time_case(method, arg, overrides, REPEATS.value, TRIALS.value, timer)
+    r = time_case(timer, TRIALS.value)
     figures["cases"][name] = r
     print(f"{name:<16} {r['compile_s']:>9.2f} {r['ms_per_observe_call']:>8.2f} "
           f"{r['ms_per_observe_in_program']:>11.2f} "
@@ -359,7 +357,7 @@ def main(argv):
   if timers:
     figures["interleaved"] = interleaved_comparison(
         {case: (lambda t=t: t.ms_in_program(TRIALS.value)) for case, t in timers.items()},
-        lambda config: run_official_harness(OFFICIAL_CMD.value, config),
+        lambda case: run_official_harness(OFFICIAL_CMD.value, case),
         OFFICIAL_ROUNDS.value)
     print("\n".join(interleaved_rows(figures["interleaved"])), flush=True)
   if FULL_RUN.value:

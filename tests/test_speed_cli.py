@@ -106,8 +106,8 @@ def test_interleaved_comparison_times_both_back_to_back_each_round(speed):
   official_ms = iter([50.0, 100.0, 60.0, 120.0, 40.0, 80.0])
   ours_ms = iter([5.0, 50.0, 5.0, 60.0, 5.0, 40.0])
 
-  def official(config):
-    calls.append(("official", config))
+  def official(case):
+    calls.append(("official", speed.OFFICIAL_CONFIGS[case]))
     return next(official_ms)
 
   def ours(case):
@@ -139,11 +139,12 @@ def test_run_official_harness_passes_config_and_reads_its_median(speed):
       json.dump(harness_json(a=171.4), f)
     return subprocess.CompletedProcess(argv, 0, "", "")
 
-  assert speed.run_official_harness("py 'bench dir/b.py' repo", "a", run=run) == 171.4
+  assert speed.run_official_harness("py 'bench dir/b.py' repo", "cifar_so",
+                                    run=run) == 171.4
   assert seen[0][:6] == ["py", "bench dir/b.py", "repo", "--configs", "a", "--json"]
   failed = lambda argv, **kwargs: subprocess.CompletedProcess(argv, 1, "", "no torch")
   with pytest.raises(RuntimeError, match="no torch"):
-    speed.run_official_harness("py b.py repo", "a", run=failed)
+    speed.run_official_harness("py b.py repo", "cifar_so", run=failed)
 
 
 def test_cli_compares_back_to_back_with_a_harness_command(tmp_path):
