@@ -42,10 +42,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from configs import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lamaml_jax import networks  # pylint: disable=wrong-import-position
 from lamaml_jax import train  # pylint: disable=wrong-import-position
 from lamaml_jax.learners import make_learner  # pylint: disable=wrong-import-position
+from lamaml_jax.learners.base import BuildContext  # pylint: disable=wrong-import-position
 from lamaml_jax.types import Batch  # pylint: disable=wrong-import-position
 
 # name -> (description, method, config arg, learner overrides)
@@ -156,14 +157,17 @@ class CaseTimer:
   `lax.scan` over `repeats` stream batches), timed on demand."""
 
   def __init__(self, method, arg, overrides, repeats):
-    config = common.make(method, arg)
+    config = configs.get_config(method, arg)
     for k, v in overrides.items():
       config.learner[k] = v
     self.glances = int(config.learner.glances)
     self.repeats = repeats
     shape, outputs, cpt = SHAPES[config.arch]
-    learner = make_learner(method, config.learner.to_dict(),
-                           networks.make_network(config.arch, outputs), cpt)
+    context = BuildContext(
+        network=networks.make_network(config.arch, outputs), num_outputs=outputs,
+        classes_per_task=cpt, num_tasks=20, samples_per_task=1000,
+        batch_size=config.batch_size, epochs=1, steps_per_task=100, input_shape=shape)
+    learner = make_learner(method, config.learner.to_dict(), context)
     key = jax.random.PRNGKey(0)
     batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt)
                for i in range(repeats)]
@@ -175,7 +179,7 @@ class CaseTimer:
     epoch = jnp.int32(1)  # no pushes: the steady state of later epochs / glances
 
     t0 = time.perf_counter()
-    compiled = learner.observe.lower(state, batches[0], epoch).compile()
+    compiled = jax.jit(learner.observe).lower(state, batches[0], epoch).compile()
     self.compile_s = time.perf_counter() - t0
     state, _ = compiled(state, batches[0], epoch)
     jax.block_until_ready(state)
@@ -256,7 +260,7 @@ def interleaved_comparison(ours: dict, official: Callable[[str], float],
 
 def full_run(arg: str, num_tasks=None):
   """Wall time of a whole `train.run` (compilation, data, evaluation included)."""
-  config = common.make("lamaml", arg)
+  config = configs.get_config("lamaml", arg)
   config.num_tasks = num_tasks
   with tempfile.TemporaryDirectory() as workdir:
     t0 = time.perf_counter()
@@ -300,25 +304,26 @@ def time_members(case: str, counts: list[int], steps: int = 20):
   _, method, arg, overrides = CASES[case]
   out = {}
   for m in sorted(counts):
-    config = common.make(method, arg)
+    config = configs.get_config(method, arg)
     config.num_tasks, config.num_seeds, config.member_batching = 1, m, "vmap"
     config.samples_per_task = steps * config.batch_size
     for k, v in overrides.items():
       config.learner[k] = v
-    members, benches, learner, spec, train_fn, _ = train.build(config)
-    state, keys = train.init_members(learner, members,
+    parts = train.build(config)
+    members, benches = parts.members, parts.benchmarks
+    state, keys = train.init_members(parts.learner, members,
                                      train.example_batch(benches[0], config.batch_size))
-    x = jax.device_put(np.stack([benches[s["seed"]].train_x[0] for s in members]))
-    y = jax.device_put(np.stack([benches[s["seed"]].train_y[0] for s in members]))
+    data = [parts.schedule.data(benches[s["seed"]], 0) for s in members]
+    x, y, tasks = (jax.device_put(np.stack([d[i] for d in data])) for i in range(3))
     task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
     t0 = time.perf_counter()
-    compiled = train_fn.lower(state, x, y, task, keys, start,
-                              num_steps=steps).compile()
+    compiled = parts.train.lower(state, x, y, tasks, task, keys, start,
+                                 num_steps=steps).compile()
     compile_s = time.perf_counter() - t0
-    state, _ = compiled(state, x, y, task, keys, start)
+    state, _ = compiled(state, x, y, tasks, task, keys, start)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
-    state, _ = compiled(state, x, y, task, keys, start)
+    state, _ = compiled(state, x, y, tasks, task, keys, start)
     jax.block_until_ready(state)
     wall = time.perf_counter() - t0
     out[m] = {"ms_per_observe_all_members": round(wall / steps * 1e3, 2),

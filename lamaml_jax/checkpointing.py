@@ -6,9 +6,8 @@ left by a killed process are removed on the next start.
 
 Saves are asynchronous: `save` copies the tree to host memory (so the caller may
 donate or overwrite its arrays at once) and a background thread writes it while
-training goes on; the next `save` and `close` wait for that write. Writing after
-every task of a 20-task MNIST run, this took about 1.4 s of writing off the
-critical path (`train.run` now writes by time; see its docstring).
+training goes on; the next `save` and `close` wait for that write (BUILD.md,
+"Measurements behind the design", has what that saves).
 """
 from __future__ import annotations
 

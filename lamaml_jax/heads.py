@@ -35,6 +35,21 @@ def mask_logits(logits: jax.Array, task: jax.Array,
   return jnp.where(inside, logits, -jnp.inf)
 
 
+def log_softmax(logits: jax.Array, task: jax.Array,
+                classes_per_task: Optional[int]) -> jax.Array:
+  """[B, num_outputs] log-probabilities over each sample's own head (-inf
+  outside it)."""
+  masked = mask_logits(logits, task, classes_per_task)
+  return masked - jax.nn.logsumexp(masked, axis=-1, keepdims=True)
+
+
+def per_sample_cross_entropy(logits: jax.Array, y: jax.Array, task: jax.Array,
+                             classes_per_task: Optional[int]) -> jax.Array:
+  """[B] −log p(y | x) on each sample's own head."""
+  logp = log_softmax(logits, task, classes_per_task)
+  return -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
+
+
 def cross_entropy(logits: jax.Array, batch: Batch,
                   classes_per_task: Optional[int]) -> jax.Array:
   """Weighted mean cross-entropy, each sample scored on its own task's head.
@@ -50,9 +65,6 @@ def cross_entropy(logits: jax.Array, batch: Batch,
   Returns:
     scalar sum_i w_i CE_i / max(sum_i w_i, tiny).
   """
-  masked = mask_logits(logits, batch.task, classes_per_task)
-  log_norm = jax.nn.logsumexp(masked, axis=-1)
-  label_logit = jnp.take_along_axis(masked, batch.y[:, None], axis=-1)[:, 0]
-  per_sample = log_norm - label_logit
+  per_sample = per_sample_cross_entropy(logits, batch.y, batch.task, classes_per_task)
   w = batch.weight.astype(per_sample.dtype)
   return jnp.sum(w * per_sample) / jnp.maximum(jnp.sum(w), 1e-12)

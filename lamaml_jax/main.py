@@ -56,7 +56,7 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
                  "lamaml_jax", "xla"),
     "JAX's persistent compilation cache: a run whose programs were compiled before "
-    "(other seeds, a resume, a rerun) loads them instead of compiling (about 3 s of "
+    "(other seeds, a resume, a rerun) loads them instead of compiling (seconds of "
     "a 20-task MNIST run). Empty: off.")
 
 
@@ -132,7 +132,7 @@ def clear_config_errors(argv: list[str]):
     overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
     sys.exit(f"error: unknown config field {e} among {', '.join(overrides)}. "
              "The fields and their types are in config.json of any run, or in "
-             "configs/common.py.")
+             "configs/<method>.py.")
   except (ValueError, TypeError) as e:
     sys.exit(f"error: {e}")
 

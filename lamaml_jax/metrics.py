@@ -1,6 +1,6 @@
 """Continual-learning metrics on an accuracy matrix.
 
-Notation (DESIGN.md section 3): `R` is a T x T matrix with `R[i, j]` the test
+Notation: `R` is a T x T matrix with `R[i, j]` the test
 accuracy on task j after training on task i, and `b[j]` the accuracy of the
 untrained model on task j. The functions are scale-agnostic: pass fractions or
 percentages, the metrics come out in the same unit.
@@ -10,6 +10,8 @@ percentages, the metrics come out in the same unit.
   BTI_official = the same sum / T                        (official La-MAML code)
   LA  = 1/T       sum_j         R[j, j]
   FWT = 1/(T-1)   sum_{j>0}     R[j-1, j] - b[j]
+  forgetting = 1/(T-1) sum_{j<T-1} max_{l<T-1} R[l, j] - R[T-1, j]
+                                                          (Chaudhry et al., 2018)
 
 All functions are pure NumPy and return Python floats.
 """
@@ -79,6 +81,19 @@ def forward_transfer(R, b) -> float:
   return float((np.diag(R, k=1) - b[1:]).mean())
 
 
+def average_forgetting(R) -> float:
+  """Average forgetting (Chaudhry et al., 2018, Riemannian Walk): over the tasks
+  before the last, the best accuracy any earlier row reached minus the final
+  one; 0.0 when T == 1. Unlike BTI it measures each drop from the task's best
+  accuracy, not from the one right after learning it (the max runs over every
+  row before the last, as in the paper's definition)."""
+  R = _check_matrix(R)
+  t = R.shape[0]
+  if t == 1:
+    return 0.0
+  return float((R[:-1, :-1].max(axis=0) - R[-1, :-1]).mean())
+
+
 def summarize(R, b, num_rows: Optional[int] = None) -> dict[str, float]:
   """All metrics of a run.
 
@@ -90,7 +105,7 @@ def summarize(R, b, num_rows: Optional[int] = None) -> dict[str, float]:
       had k tasks, from the top-left k x k block of `R` and `b[:k]`. None means T.
 
   Returns:
-    {'ra', 'bti', 'bti_official', 'la', 'fwt'} as Python floats.
+    {'ra', 'bti', 'bti_official', 'la', 'fwt', 'forgetting'} as Python floats.
 
   Raises:
     ValueError: on bad shapes, `num_rows` outside [1, T], or a non-finite value in
@@ -112,6 +127,7 @@ def summarize(R, b, num_rows: Optional[int] = None) -> dict[str, float]:
       "bti_official": backward_transfer_official(R),
       "la": learning_accuracy(R),
       "fwt": forward_transfer(R, b),
+      "forgetting": average_forgetting(R),
   }
 
 

@@ -132,16 +132,14 @@ def tail_value_and_grads(tail: Params, z: jax.Array, y: jax.Array, task: jax.Arr
     inputs.append(h)
     out = h @ tail[name]["kernel"] + tail[name]["bias"]
     h = jax.nn.relu(out) if i < len(names) - 1 else out
-  logits = heads.mask_logits(h, task, classes_per_task)
-  log_norm = jax.nn.logsumexp(logits, axis=-1)
-  per_sample = log_norm - jnp.take_along_axis(logits, y[:, None], axis=-1)[:, 0]
+  logp = heads.log_softmax(h, task, classes_per_task)
+  per_sample = -jnp.take_along_axis(logp, y[:, None], axis=-1)[:, 0]
   w = weight.astype(z.dtype)
   norm = jnp.concatenate([jnp.broadcast_to(jnp.maximum(jnp.sum(w[a:b]), 1e-12), (b - a,))
                           for a, b in groups])
   w = w / norm
   # ∂(Σ_n w_n CE_n)/∂logits; masked logits have softmax 0 and no label.
-  delta = (jnp.exp(logits - log_norm[:, None])
-           - jax.nn.one_hot(y, logits.shape[-1], dtype=z.dtype)) * w[:, None]
+  delta = (jnp.exp(logp) - jax.nn.one_hot(y, logp.shape[-1], dtype=z.dtype)) * w[:, None]
   grads = [dict() for _ in groups]
   for i in reversed(range(len(names))):
     name, h_in = names[i], inputs[i]

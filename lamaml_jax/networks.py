@@ -1,4 +1,4 @@
-"""Flax networks of the paper (DESIGN §2.11).
+"""Flax networks of the paper (appendix G; the official code's architectures).
 
 - `mlp`: MNIST, 784-100-100-10 with ReLU (89,610 parameters).
 - `cifar_cnn`: three 3x3 stride-2 convs of 160 channels (padding 1), ReLU, flatten
@@ -9,10 +9,8 @@ No batch norm. Kaiming-normal weights (untruncated, std sqrt(2 / fan_in), as tor
 
 Convolutions on CPU are computed as im2col + matmul (`PatchConv`): XLA:CPU runs
 `conv_general_dilated` inside a rolled loop (`lax.scan`, `fori_loop`) on a slow
-path; measured on 2 AMD EPYC cores (jax 0.10.2), the CIFAR net's gradient on 20
-images took 877 ms per iteration of a `fori_loop` with XLA's conv against 36 ms
-with im2col (21-37 ms outside loops for both). A whole task is one rolled loop, so
-this matters. On GPU/TPU `nn.Conv` is used. Both have identical parameters.
+path, about 25 times slower than im2col (BUILD.md, "Measurements behind the
+design"). A whole task is one rolled loop, so this matters. On GPU/TPU `nn.Conv` is used. Both have identical parameters.
 """
 from __future__ import annotations
 
@@ -35,8 +33,8 @@ def transposed_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
   """aᵀ b for a [N, K], b [N, O] (a weight gradient), computed as (bᵀ a)ᵀ.
 
   XLA:CPU runs aᵀ b, a contraction over both operands' leading axis, as a plain
-  `dot` outside its fast matmul library; (bᵀ a)ᵀ is a library matmul. Measured on
-  2 AMD EPYC cores: 1.6 against 0.4 ms for the CIFAR net's first-layer kernel
+  `dot` outside its fast matmul library; (bᵀ a)ᵀ is a library matmul (BUILD.md
+  has the measurement) for the CIFAR net's first-layer kernel
   gradient on 20 images (N = 5120, K = 27, O = 160).
   """
   return jnp.dot(b.T, a).T
@@ -59,9 +57,7 @@ def im2col_conv(x: jax.Array, kernel: jax.Array, stride: int, padding: int) -> j
 
   Its backward pass is written out (`_im2col_conv_bwd`): autodiff of the same
   forward left XLA:CPU computing the kernel gradient PᵀD the slow way (see
-  `transposed_matmul`). Measured on 2 AMD EPYC cores (jax 0.10.2),
-  the CIFAR net's gradient on 20 images inside a `lax.scan` took 17.3 ms with
-  autodiff and 14.6 ms with this rule (same numbers to float rounding).
+  `transposed_matmul`); the same numbers to float rounding, faster (BUILD.md).
 
   Args:
     x: [B, H, W, C].

@@ -25,17 +25,27 @@ from lamaml_jax.types import Batch, PRNGKey
 
 @dataclasses.dataclass(frozen=True)
 class StreamSpec:
-  """Shape of one task's stream.
+  """Shape of one stream (a task's, or the IID stream over all tasks).
 
   Attributes:
-    samples_per_task: N training samples of a task.
+    samples_per_task: N samples in the stream's data (T·N for the IID stream).
     batch_size: B samples per incoming batch; the last N mod B samples of each
       epoch's permutation are dropped (none for the paper's settings).
-    epochs: passes over the task.
+    epochs: passes over the data.
+    epoch_steps: batches per epoch; None: N // B (one pass). The official IID
+      loader's epochs are 5,000 batches (an epoch longer than a pass wraps
+      around its permutation).
+    tasks_per_batch: None: batches follow each epoch's permutation. k: each
+      batch holds B / k random samples of each of k distinct random tasks (the
+      official IID loader, k = 4); the data is then `num_tasks` equal blocks.
+    num_tasks: blocks of the data (used with `tasks_per_batch`).
   """
   samples_per_task: int
   batch_size: int
   epochs: int
+  epoch_steps: Optional[int] = None
+  tasks_per_batch: Optional[int] = None
+  num_tasks: int = 1
 
   def __post_init__(self):
     if not 1 <= self.batch_size <= self.samples_per_task:
@@ -43,10 +53,18 @@ class StreamSpec:
                        f"{self.samples_per_task}].")
     if self.epochs < 1:
       raise ValueError(f"epochs must be >= 1, got {self.epochs}.")
+    if self.epoch_steps is not None and self.epoch_steps < 1:
+      raise ValueError(f"epoch_steps must be >= 1, got {self.epoch_steps}.")
+    k = self.tasks_per_batch
+    if k is not None and not (1 <= k <= self.num_tasks and self.batch_size % k == 0
+                              and self.batch_size // k <= self.samples_per_task
+                              // self.num_tasks):
+      raise ValueError(f"tasks_per_batch={k} must divide batch_size={self.batch_size} "
+                       f"and lie in [1, {self.num_tasks}] tasks.")
 
   @property
   def steps_per_epoch(self) -> int:
-    return self.samples_per_task // self.batch_size
+    return self.epoch_steps or self.samples_per_task // self.batch_size
 
   @property
   def steps_per_task(self) -> int:
@@ -54,25 +72,43 @@ class StreamSpec:
 
 
 def epoch_orders(spec: StreamSpec, data_key: PRNGKey) -> jax.Array:
-  """[epochs, N] the order of a task's samples in each epoch (`stream_batch`)."""
+  """[epochs, N] the order of the stream's samples in each epoch (`stream_batch`)."""
   order_key = jax.random.split(data_key)[0]
   return jax.vmap(lambda e: jax.random.permutation(
       jax.random.fold_in(order_key, e), spec.samples_per_task))(
           jnp.arange(spec.epochs, dtype=jnp.int32))
 
 
-def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
-                 task: jax.Array, data_key: PRNGKey, step: jax.Array,
+def _batch_indices(spec: StreamSpec, data_key: PRNGKey, step: jax.Array,
+                   orders: jax.Array) -> jax.Array:
+  """[B] rows of the stream's data read at `step`."""
+  if spec.tasks_per_batch is None:
+    epoch = step // spec.steps_per_epoch
+    # With more steps per epoch than one pass, epochs wrap around their order.
+    offset = (step % spec.steps_per_epoch) * spec.batch_size % (
+        spec.samples_per_task - spec.samples_per_task % spec.batch_size)
+    return jax.lax.dynamic_slice(orders[epoch], (offset,), (spec.batch_size,))
+  k, per_task = spec.tasks_per_batch, spec.samples_per_task // spec.num_tasks
+  task_key, sample_key = jax.random.split(
+      jax.random.fold_in(jax.random.split(data_key, 3)[2], step))
+  tasks = jax.random.permutation(task_key, spec.num_tasks)[:k]
+  rows = jax.vmap(lambda kk: jax.random.permutation(kk, per_task)[
+      :spec.batch_size // k])(jax.random.split(sample_key, k))
+  return (tasks[:, None] * per_task + rows).reshape(-1)
+
+
+def stream_batch(spec: StreamSpec, x: jax.Array, y: jax.Array,
+                 sample_task: jax.Array, data_key: PRNGKey, step: jax.Array,
                  preprocess: Preprocess, augment: Optional[Augment],
                  orders: jax.Array) -> tuple[Batch, jax.Array]:
-  """The stream batch at step `step` of a task, and its epoch.
+  """The stream batch at step `step`, and its epoch.
 
   Args:
-    task_x: [N, *input_shape] raw training inputs of the task.
-    task_y: [N] labels.
-    task: [] task id.
-    data_key: key of this task's stream (order and augmentation).
-    step: [] int32 step within the task.
+    x: [N, *input_shape] raw training inputs of the stream.
+    y: [N] labels.
+    sample_task: [N] int32 task id of each sample.
+    data_key: key of this stream (order and augmentation).
+    step: [] int32 step within the stream.
     orders: `epoch_orders(spec, data_key)`, computed once per program (not a
       sort of N keys per step).
 
@@ -80,14 +116,13 @@ def stream_batch(spec: StreamSpec, task_x: jax.Array, task_y: jax.Array,
     (Batch of B preprocessed samples, [] epoch).
   """
   epoch = step // spec.steps_per_epoch
-  offset = (step % spec.steps_per_epoch) * spec.batch_size
-  idx = jax.lax.dynamic_slice(orders[epoch], (offset,), (spec.batch_size,))
-  x = task_x[idx]
+  idx = _batch_indices(spec, data_key, step, orders)
+  xb = x[idx]
   if augment is not None:
     aug_key = jax.random.split(data_key)[1]
-    x = augment(jax.random.fold_in(aug_key, step), x)
-  batch = Batch(x=preprocess(x), y=task_y[idx].astype(jnp.int32),
-                task=jnp.full((spec.batch_size,), task, jnp.int32),
+    xb = augment(jax.random.fold_in(aug_key, step), xb)
+  batch = Batch(x=preprocess(xb), y=y[idx].astype(jnp.int32),
+                task=sample_task[idx].astype(jnp.int32),
                 weight=jnp.ones((spec.batch_size,), jnp.float32))
   return batch, epoch
 
@@ -105,8 +140,8 @@ def over_members(fn: Callable, batching: str) -> Callable:
 
   def mapped(*args):
     if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
-      # One member: run it unwrapped (a size-1 map or vmap slows XLA:CPU down,
-      # 16-18 and 11-13 ms against about 9 ms per MNIST observe).
+      # One member: run it unwrapped (a size-1 map or vmap slows XLA:CPU down;
+      # BUILD.md).
       out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
       return jax.tree_util.tree_map(lambda a: a[None], out)
     if batching == "vmap":
@@ -119,29 +154,30 @@ def over_members(fn: Callable, batching: str) -> Callable:
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
                        augment: Optional[Augment], batching: str = "vmap",
                        compiler_options: Optional[dict] = None) -> Callable:
-  """Returns `train(state, task_x, task_y, task, data_root, start, num_steps)`.
+  """Returns `train(state, x, y, sample_task, stream, data_root, start, num_steps)`.
 
   Mapped over a leading member axis (see `members`, `over_members`): state
-  [M, ...], task_x [M, N, ...], task_y [M, N], data_root [M, 2] (the members' data
-  keys; the stream key of task t is `fold_in(data_root, t)`); task and start are
-  shared scalars. `num_steps` is static (one compilation per distinct length); the
+  [M, ...], x [M, N, ...], y [M, N], sample_task [M, N], data_root [M, 2] (the
+  members' data keys; the key of stream s, e.g. task s's, is
+  `fold_in(data_root, s)`); stream and start (the first step) are shared
+  scalars. `num_steps` is static (one compilation per distinct length); the
   others are device arrays. Returns (state, metrics), each metric [M, num_steps].
   `compiler_options` go to XLA (see `train.build`).
   """
-  def train_one(state: State, task_x, task_y, task, data_key, start, num_steps: int):
+  def train_one(state: State, x, y, sample_task, data_key, start, num_steps: int):
     orders = epoch_orders(spec, data_key)
 
     def step(state, g):
-      batch, epoch = stream_batch(spec, task_x, task_y, task, data_key, g,
+      batch, epoch = stream_batch(spec, x, y, sample_task, data_key, g,
                                   preprocess, augment, orders)
       return learner.observe(state, batch, epoch)
     return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
 
-  def train(state: State, task_x, task_y, task, data_root, start, num_steps: int):
-    def one(state, task_x, task_y, data_root):
-      data_key = jax.random.fold_in(data_root, task)
-      return train_one(state, task_x, task_y, task, data_key, start, num_steps)
-    return over_members(one, batching)(state, task_x, task_y, data_root)
+  def train(state: State, x, y, sample_task, stream, data_root, start, num_steps: int):
+    def one(state, x, y, sample_task, data_root):
+      data_key = jax.random.fold_in(data_root, stream)
+      return train_one(state, x, y, sample_task, data_key, start, num_steps)
+    return over_members(one, batching)(state, x, y, sample_task, data_root)
 
   return jax.jit(train, static_argnames="num_steps", donate_argnums=0,
                  compiler_options=compiler_options)
@@ -180,6 +216,22 @@ class CompiledAhead:
   def __exit__(self, *exc) -> None:
     # A compilation still running when a run fails finishes in the background.
     self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def make_end_task_program(learner: Learner, preprocess: Preprocess,
+                          batching: str = "vmap") -> Optional[Callable]:
+  """Returns `end_task(state, x [M, N, ...], y [M, N], task) -> state`, or None
+  when the learner has no `end_task`. Inputs are raw; the learner sees them
+  preprocessed (see `learners.base`)."""
+  if learner.end_task is None:
+    return None
+
+  def end_task(state: State, x, y, task):
+    def one(state, x, y):
+      return learner.end_task(state, preprocess(x), y.astype(jnp.int32), task)
+    return over_members(one, batching)(state, x, y)
+
+  return jax.jit(end_task, donate_argnums=0)
 
 
 def largest_divisor_at_most(n: int, cap: int) -> int:

@@ -1,16 +1,23 @@
-"""The one impure loop: tasks in order, compiled training programs, evaluation,
-logs, checkpoints and results.
+"""The one impure loop: stream segments in order, compiled training programs,
+evaluation, logs, checkpoints and results.
 
   run(config, workdir) -> results dict
 
-Per task t: its data move to the device once; the training program runs all its
-steps (or chunks of `config.steps_per_program` steps); the evaluation program fills
-row t of the accuracy matrix. After a chunk or a task a checkpoint is written once
-`config.checkpoint_every_minutes` have passed since the last one (0: every time),
-and always after the last task: each write costs about 40 ms of CPU, and writing
-after every task made a 20-task MNIST run 0.6-1.7 s (4-10%) slower. Re-running with the
-same workdir resumes from the newest checkpoint and gives bit-identical results on
-the same machine (all stream randomness is a function of seed, task and step).
+The runner knows a learner only through its protocol (`learners.base`): it
+compiles `observe` into training programs, `end_task` and `predict` into their
+own, logs whatever scalars `observe` returns and reads nothing else from the
+state. Per segment t of the schedule (`schedules`: task t, or the t-th of T
+equal parts of the IID stream): its data move to the device once; the training
+program runs all its steps (or chunks of `config.steps_per_program` steps);
+`end_task` runs; the evaluation program fills row t of the accuracy matrix (and
+of the validation matrix, where the benchmark has a validation split). After a
+chunk or a segment a checkpoint is written once `config.checkpoint_every_minutes`
+have passed since the last one (0: every time), and always after the last
+segment (BUILD.md has the measured cost of a write). A checkpoint never falls
+between a segment's last step and its evaluation, so `end_task` runs exactly once
+per segment also across resumes. Re-running with the same workdir resumes from
+the newest checkpoint and gives bit-identical results on the same machine (all
+stream randomness is a function of seed, stream and step).
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import json
 import os
 import shutil
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from absl import logging
 import jax
@@ -27,18 +34,20 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-import lamaml_jax
 from lamaml_jax import checkpointing
 from lamaml_jax import io_utils
 from lamaml_jax import members as members_lib
 from lamaml_jax import metrics as metrics_lib
 from lamaml_jax import networks
 from lamaml_jax import plots
+from lamaml_jax import provenance
+from lamaml_jax import schedules
 from lamaml_jax import summary_writer
 from lamaml_jax import task_program
+from lamaml_jax import learners
 from lamaml_jax.data import make_benchmark
 from lamaml_jax.data.benchmark import Benchmark
-from lamaml_jax.learners import make_learner, sweepable
+from lamaml_jax.learners.base import BuildContext, Learner, Method
 from lamaml_jax.types import Batch
 
 CONFIG_FILE = "config.json"
@@ -54,6 +63,10 @@ OUTPUTS = (CHECKPOINT_DIR, RESULTS_FILE, METRICS_FILE, "tensorboard",
 
 class DivergenceError(RuntimeError):
   """A NaN or infinity appeared in the loss, gradients, weights or learning rates."""
+
+
+# Metrics every learner's `observe` returns; the runner logs all the others too.
+FINITE = "finite"
 
 
 class WorkdirConflictError(ValueError):
@@ -113,46 +126,95 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
   io_utils.atomic_write_json(path, wanted)
 
 
-def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None):
-  """Members, their benchmarks (by seed), learner, stream spec and compiled programs.
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """What `build` makes of a config.
 
-  Returns:
-    (members, {seed: Benchmark}, learner, spec, train, evaluate); the programs map
-    over the member axis (`task_program.over_members`: vmap, or lax.map on CPU).
+  Attributes:
+    members: one dict per member ({'seed': s, grid name: value, ...}).
+    benchmarks: {seed: Benchmark}.
+    method: the registered `Method`; hparams: its hyperparameters.
+    context: the `BuildContext` the learner was made for.
+    learner: its pure functions.
+    schedule: the stream schedule (`schedules`).
+    train: compiled training program (`task_program.make_train_program`).
+    evaluate: compiled evaluation program (`task_program.make_eval_program`).
+    end_task: compiled end-of-task program, or None.
   """
-  grid = members_lib.parse_grid(config.grid, sweepable(config.method))
+  members: list
+  benchmarks: dict
+  method: Method
+  hparams: object
+  context: BuildContext
+  learner: Learner
+  schedule: object
+  train: Callable
+  evaluate: Callable
+  end_task: Optional[Callable]
+
+
+def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
+                  schedule) -> BuildContext:
+  """The `BuildContext` a learner of this run is made for."""
+  network = networks.make_network(config.arch, benchmark.num_outputs)
+  example = jax.eval_shape(benchmark.preprocess, jax.ShapeDtypeStruct(
+      (1, *benchmark.input_shape), benchmark.train_x.dtype))
+  return BuildContext(
+      network=network, num_outputs=benchmark.num_outputs,
+      classes_per_task=benchmark.classes_per_task, num_tasks=benchmark.num_tasks,
+      samples_per_task=benchmark.samples_per_task, batch_size=config.batch_size,
+      epochs=config.epochs, steps_per_task=schedule.steps(0),
+      input_shape=tuple(example.shape[1:]), preprocess=benchmark.preprocess,
+      augment=benchmark.augment if config.augment else None)
+
+
+def make_schedule(config: ml_collections.ConfigDict, benchmark: Benchmark):
+  return schedules.make_schedule(
+      config.get("stream", "tasks"), num_tasks=benchmark.num_tasks,
+      samples_per_task=benchmark.samples_per_task, batch_size=config.batch_size,
+      epochs=config.epochs, tasks_per_batch=config.get("iid_tasks_per_batch", 0),
+      steps_per_epoch=config.get("iid_steps_per_epoch", 0))
+
+
+def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> Parts:
+  """Members, their benchmarks (by seed), learner, schedule and compiled programs.
+
+  The programs map over the member axis (`task_program.over_members`: vmap, or
+  lax.map on CPU).
+  """
+  method = learners.method(config.method)
+  hparams = learners.make_hparams(config.method, config.learner.to_dict())
+  grid = members_lib.parse_grid(config.grid, method.sweepable)
   members = members_lib.make_members(config.seed, config.num_seeds, grid)
   benchmarks = {}
   for seed in sorted({m["seed"] for m in members}):
     benchmarks[seed] = make_benchmark(
         config.dataset, seed=seed, data_dir=data_dir,
-        num_tasks=config.num_tasks, samples_per_task=config.samples_per_task)
+        num_tasks=config.num_tasks, samples_per_task=config.samples_per_task,
+        class_order=config.get("class_order", "numpy"))
   benchmark = benchmarks[members[0]["seed"]]
-  network = networks.make_network(config.arch, benchmark.num_outputs)
-  learner = make_learner(config.method, config.learner.to_dict(), network,
-                         benchmark.classes_per_task)
-  spec = task_program.StreamSpec(benchmark.samples_per_task, config.batch_size,
-                                 config.epochs)
-  augment = benchmark.augment if config.augment else None
+  schedule = make_schedule(config, benchmark)
+  context = build_context(config, benchmark, schedule)
+  learner = method.make(hparams, context)
   batching = config.member_batching
   if batching == "auto":
     batching = "map" if jax.default_backend() == "cpu" else "vmap"
-  train = task_program.make_train_program(learner, spec, benchmark.preprocess, augment,
-                                          batching, _train_compiler_options())
+  train = task_program.make_train_program(learner, schedule.spec, benchmark.preprocess,
+                                          context.augment, batching,
+                                          _train_compiler_options())
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
                                             config.eval_batch_size, batching)
-  return members, benchmarks, learner, spec, train, evaluate
+  end_task = task_program.make_end_task_program(learner, benchmark.preprocess, batching)
+  return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
+               evaluate, end_task)
 
 
 def _train_compiler_options() -> Optional[dict]:
   """On CPU, LLVM's -O1 for the training programs.
 
-  Measured on 2 AMD EPYC cores (jax 0.10.2): the MNIST La-MAML task program
-  compiled in 2.3 s instead of 2.8 s, a CIFAR second-order one in 5.2 s instead of
-  5.8 s, and both ran as fast (their matmuls are library calls, the rest is
-  memory-bound loops). Results differ from the default -O3 build by float rounding
-  only (the default mnist5k_rotations run: RA 0.7407 against 0.7455, well within
-  the spread over seeds).
+  Programs compile faster and run as fast (their matmuls are library calls, the
+  rest is memory-bound loops; BUILD.md has the figures). Results differ from the
+  default -O3 build by float rounding only, well within the spread over seeds.
   """
   return {"xla_backend_optimization_level": 1} if jax.default_backend() == "cpu" else None
 
@@ -161,7 +223,7 @@ def example_batch(benchmark: Benchmark, batch_size: int) -> Batch:
   """The first `batch_size` training samples of task 0, preprocessed.
 
   Host arrays and one compiled preprocessing call: eager `jnp` ops would each
-  compile a small program (about 0.1 s of a run's start).
+  compile a small program at a run's start.
   """
   x = jax.jit(benchmark.preprocess)(benchmark.train_x[0, :batch_size])
   return Batch(x=x, y=np.asarray(benchmark.train_y[0, :batch_size], np.int32),
@@ -189,9 +251,9 @@ def init_members(learner, members: list[dict], example: Batch):
   The keys are derived inside the one compiled init program.
   """
   init, args = _member_init(learner, members, example)
-  # Runs once: on CPU, compile without LLVM optimisation (0.3 s instead of 1.2 s
-  # for the MNIST MLP; the weights then differ from an optimised build in the
-  # last bit, as eager `init` does, and are the same for every run).
+  # Runs once: on CPU, compile without LLVM optimisation (a quarter of the
+  # compile time; the weights then differ from an optimised build in the last
+  # bit, as eager `init` does, and are the same for every run).
   options = ({"xla_backend_optimization_level": 0}
              if jax.default_backend() == "cpu" else None)
   return jax.jit(init).lower(*args).compile(compiler_options=options)(*args)
@@ -203,89 +265,125 @@ def member_shapes(learner, members: list[dict], example: Batch):
   return jax.eval_shape(init, *args)
 
 
-def package_versions() -> dict[str, str]:
-  import flax, optax, orbax.checkpoint  # pylint: disable=g-import-not-at-top,multiple-imports
-  return {"lamaml_jax": lamaml_jax.__version__, "jax": jax.__version__,
-          "jaxlib": jax.lib.__version__, "flax": flax.__version__,
-          "optax": optax.__version__, "orbax-checkpoint": orbax.checkpoint.__version__,
-          "numpy": np.__version__, "backend": jax.default_backend()}
-
-
 @dataclasses.dataclass
 class Progress:
   """Where a run stands; saved with the learner state in every checkpoint.
 
-  acc: [M, T + 1, T] accuracies per member; row 0 is the untrained model, row
-  i + 1 is after task i (NaN while not reached, and after a member diverged).
-  task/step: next task and step within it.
+  acc: [M, T + 1, T] test accuracies per member; row 0 is the untrained model,
+  row i + 1 is after segment (task) i (NaN while not reached, and after a
+  member diverged). val_acc: the same on the validation split ([M, T + 1, 0]
+  when the benchmark has none).
+  task/step: next segment and step within it.
   diverged: [M] global step at which each member first went non-finite, -1 if not.
   elapsed: wall seconds spent in earlier processes of this run.
   """
   task: int
   step: int
   acc: np.ndarray
+  val_acc: np.ndarray
   diverged: np.ndarray
   elapsed: float
 
   @classmethod
-  def start(cls, num_members: int, num_tasks: int) -> "Progress":
-    return cls(0, 0, np.full((num_members, num_tasks + 1, num_tasks), np.nan),
+  def start(cls, num_members: int, num_tasks: int, with_val: bool = False
+            ) -> "Progress":
+    nan = lambda cols: np.full((num_members, num_tasks + 1, cols), np.nan)
+    return cls(0, 0, nan(num_tasks), nan(num_tasks if with_val else 0),
                np.full((num_members,), -1, np.int64), 0.0)
 
   def to_tree(self) -> dict:
-    return {"task": np.asarray(self.task, np.int32),
+    tree = {"task": np.asarray(self.task, np.int32),
             "step": np.asarray(self.step, np.int32),
             "acc": np.asarray(self.acc, np.float64),
             "diverged": np.asarray(self.diverged, np.int64),
             "elapsed": np.asarray(self.elapsed, np.float64)}
+    if self.val_acc.size:  # orbax cannot save empty arrays
+      tree["val_acc"] = np.asarray(self.val_acc, np.float64)
+    return tree
 
   @classmethod
   def from_tree(cls, tree: dict) -> "Progress":
-    return cls(task=int(tree["task"]), step=int(tree["step"]),
-               acc=np.array(tree["acc"], np.float64),
+    acc = np.array(tree["acc"], np.float64)
+    return cls(task=int(tree["task"]), step=int(tree["step"]), acc=acc,
+               val_acc=np.array(tree.get("val_acc", np.zeros(acc.shape[:2] + (0,))),
+                                np.float64),
                diverged=np.array(tree["diverged"], np.int64),
                elapsed=float(tree["elapsed"]))
 
 
-def _divergence_message(member: dict, global_step: int, steps: int,
-                        steps_per_epoch: int) -> str:
-  task, step = divmod(global_step, steps)
-  epoch, batch = divmod(step, steps_per_epoch)
-  return (f"Non-finite loss, gradient, weight or learning rate at task {task}, "
-          f"epoch {epoch}, step {batch} (step {step} of the task; "
-          f"{members_lib.label(member)}). Lower the learning rates (alpha_init, "
-          "opt_lr, opt_wt) or grad_clip_norm.")
+def _divergence_message(member: dict, global_step: int, schedule,
+                        method: Method) -> str:
+  names = ", ".join(method.step_sizes) if method.step_sizes else "the learning rates"
+  return (f"Non-finite loss, gradient, weight or learning rate at "
+          f"{schedule.locate(global_step)}; {members_lib.label(member)}). Lower "
+          f"{names}.")
 
 
-def _member_result(member: dict, benchmark: Benchmark, acc: np.ndarray,
-                   diverged_step: int, progress: Progress, steps: int,
-                   meta_updates: int, message: str) -> dict:
-  done = progress.task if diverged_step < 0 else diverged_step // steps
-  summary = metrics_lib.summarize(acc[1:], acc[0], num_rows=done) if done > 0 else {}
-  return {
+def _matrix(acc: np.ndarray) -> list:
+  return [[None if np.isnan(v) else float(v) for v in row] for row in acc]
+
+
+def _summary(acc: np.ndarray, b: np.ndarray, done: int, kind: str) -> dict:
+  """RA, BTI, ... of the first `done` rows; on the IID stream rows are not tasks
+  learnt in order, so only RA is defined."""
+  if done == 0:
+    return {}
+  out = metrics_lib.summarize(acc, b, num_rows=done)
+  if kind == "iid":
+    out = {k: (v if k == "ra" else None) for k, v in out.items()}
+  return out
+
+
+def _member_result(member: dict, benchmark: Benchmark, progress: Progress, i: int,
+                   schedule, method: Method, learner_summary: dict) -> dict:
+  acc, diverged_step = progress.acc[i], int(progress.diverged[i])
+  num_segments = acc.shape[1]
+  done = progress.task
+  if diverged_step >= 0:
+    done = min(done, next(t for t in range(num_segments + 1)
+                          if t == num_segments or schedule.offset(t + 1) > diverged_step))
+  message = ("" if diverged_step < 0 else
+             _divergence_message(member, diverged_step, schedule, method))
+  result = {
       **member, "status": "diverged" if diverged_step >= 0 else (
-          "complete" if progress.task == acc.shape[1] else "incomplete"),
+          "complete" if progress.task == num_segments else "incomplete"),
       "message": message, "tasks_completed": done,
-      "accuracy_matrix": [[None if np.isnan(v) else float(v) for v in row]
-                          for row in acc[1:]],
-      "untrained_accuracy": acc[0].tolist(), **summary,
-      "meta_updates": meta_updates, "benchmark": benchmark.info}
+      "accuracy_matrix": _matrix(acc[1:]), "untrained_accuracy": acc[0].tolist(),
+      **_summary(acc[1:], acc[0], done, schedule.kind)}
+  if progress.val_acc.shape[2]:
+    val = progress.val_acc[i]
+    result["val_accuracy_matrix"] = _matrix(val[1:])
+    result["val"] = _summary(val[1:], val[0], done, schedule.kind)
+  result.update(learner_summary)
+  result["benchmark"] = benchmark.info
+  return result
 
 
-def _results(config, members, benchmarks, progress: Progress, state, steps: int,
-             steps_per_epoch: int, wall: float) -> dict:
+SUMMARY_KEYS = ("ra", "bti", "bti_official", "la", "fwt", "forgetting")
+
+
+def _results(config, parts: Parts, progress: Progress, state, wall: float) -> dict:
   """results.json: the first member's fields at top level (a single-seed run's
   whole result) plus, with several members, every member and mean ± std."""
-  meta_updates = np.asarray(jax.device_get(state.step)).tolist()
-  per_member = []
-  for i, m in enumerate(members):
-    d = int(progress.diverged[i])
-    message = "" if d < 0 else _divergence_message(m, d, steps, steps_per_epoch)
-    per_member.append(_member_result(m, benchmarks[m["seed"]], progress.acc[i], d,
-                                     progress, steps, int(meta_updates[i]), message))
+  members, schedule = parts.members, parts.schedule
+  summaries = [{}] * len(members)
+  if parts.learner.summary is not None:
+    values = jax.device_get(jax.vmap(parts.learner.summary)(state))
+    summaries = [{k: np.asarray(v[i]).tolist() for k, v in values.items()}
+                 for i in range(len(members))]
+  per_member = [_member_result(m, parts.benchmarks[m["seed"]], progress, i, schedule,
+                               parts.method, summaries[i])
+                for i, m in enumerate(members)]
+  config_json = _config_json(config)
   results = {"method": config.method, "dataset": config.dataset,
-             "setting": config.setting, **per_member[0], "wall_time_s": wall,
-             "num_members": len(members), "versions": package_versions()}
+             "setting": config.setting, "stream": schedule.kind, **per_member[0],
+             "wall_time_s": wall, "num_members": len(members),
+             "stream_steps": schedule.offset(progress.task) + progress.step,
+             "memory_samples": int(parts.method.memory_samples(parts.hparams,
+                                                               parts.context)),
+             "git_commit": provenance.git_commit(),
+             "config_hash": provenance.config_hash(config_json, EXECUTION_FIELDS),
+             "versions": provenance.package_versions()}
   if len(members) > 1:
     results["members"] = per_member
     # Mean ± std over the seeds of each setting (one group when there is no grid).
@@ -293,12 +391,12 @@ def _results(config, members, benchmarks, progress: Progress, state, steps: int,
     for r in per_member:
       setting = tuple((k, r[k]) for k in members[0] if k != "seed")
       groups.setdefault(setting, []).append(r)
-    keys = ("ra", "bti", "bti_official", "la", "fwt")
     results["by_setting"] = []
     for setting, rs in groups.items():
       finished = [r for r in rs if r["status"] == "complete"]
       entry = {"setting": dict(setting), "seeds": [r["seed"] for r in rs],
                "mean_std_over": len(finished)}
+      keys = [k for k in SUMMARY_KEYS if finished and finished[0].get(k) is not None]
       if finished:
         stats = metrics_lib.mean_std([{k: r[k] for k in keys} for r in finished])
         entry["mean_std"] = {k: list(v) for k, v in stats.items()}
@@ -345,37 +443,43 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   start_time = time.time()
   check_execution_settings(config)
   prepare_workdir(config, workdir, overwrite)
-  members, benchmarks, learner, spec, train, evaluate = build(config, data_dir)
-  member_benchmarks = [benchmarks[m["seed"]] for m in members]
+  parts = build(config, data_dir)
+  members, schedule, learner = parts.members, parts.schedule, parts.learner
+  member_benchmarks = [parts.benchmarks[m["seed"]] for m in members]
   benchmark = member_benchmarks[0]
-  num_members, num_tasks, steps = len(members), benchmark.num_tasks, spec.steps_per_task
-  chunk = config.steps_per_program or steps
+  num_members, num_segments = len(members), schedule.num_segments
+  with_val = all(b.val_x is not None for b in member_benchmarks)
   seeds = sorted({m["seed"] for m in members})
   title = (f"{config.method} on {config.dataset} ({config.setting}, seed"
            f"{'s ' + ','.join(map(str, seeds)) if len(seeds) > 1 else ' ' + str(seeds[0])}"
            f"{', %d members' % num_members if num_members > len(seeds) else ''})")
 
-  def task_data(t: int):
-    """Task t's training inputs and labels of every member, on the host."""
-    return (members_lib.stack([b.train_x[t] for b in member_benchmarks]),
-            members_lib.stack([b.train_y[t] for b in member_benchmarks]))
+  def chunk(t: int) -> int:
+    return config.steps_per_program or schedule.steps(t)
 
-  # The task program is lowered here and compiles in the background (2.5 s for
-  # MNIST La-MAML on two CPU cores) while the model is initialised and evaluated:
-  # about 0.3-0.4 s off a cold run (1-task MNIST runs 4.33 against 4.61 s, 20-task
-  # runs 16.7 against 17.1 s, medians of 6 and 5 alternating cold processes).
+  def segment_data(t: int):
+    """Segment t's training inputs, labels and task ids of every member (host)."""
+    data = [schedule.data(b, t) for b in member_benchmarks]
+    return tuple(members_lib.stack([d[i] for d in data]) for i in range(3))
+
+  # The task program is lowered here and compiles in the background while the
+  # model is initialised and evaluated (BUILD.md has the measured gain).
   example = example_batch(benchmark, config.batch_size)
   state_shape, root_shape = member_shapes(learner, members, example)
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
-  programs = task_program.CompiledAhead(train)
-  programs.compile_ahead(state_shape, *task_data(0), scalar, root_shape, scalar,
-                         num_steps=chunk)
+  programs = task_program.CompiledAhead(parts.train)
+  programs.compile_ahead(state_shape, *segment_data(0), scalar, root_shape, scalar,
+                         num_steps=chunk(0))
   state, data_roots = init_members(learner, members, example)
-  test_x = jax.device_put(members_lib.stack([b.test_x for b in member_benchmarks]))
-  test_y = jax.device_put(members_lib.stack([b.test_y for b in member_benchmarks]))
+  stacked = lambda f: jax.device_put(members_lib.stack([f(b) for b in member_benchmarks]))
+  eval_sets = [(stacked(lambda b: b.test_x), stacked(lambda b: b.test_y))]
+  if with_val:
+    eval_sets.append((stacked(lambda b: b.val_x), stacked(lambda b: b.val_y)))
 
-  def accuracy(state) -> np.ndarray:
-    return np.asarray(jax.device_get(evaluate(state, test_x, test_y))) / test_y.shape[2]
+  def accuracy(state) -> list[np.ndarray]:
+    """[M, T] test accuracies (and validation accuracies, if any)."""
+    return [np.asarray(jax.device_get(parts.evaluate(state, x, y))) / y.shape[2]
+            for x, y in eval_sets]
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                     config.keep_checkpoints)
@@ -383,25 +487,30 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   latest = ckpt.latest_step()
   if latest is not None:
     template = {"state": state,
-                "progress": Progress.start(num_members, num_tasks).to_tree()}
+                "progress": Progress.start(num_members, num_segments, with_val).to_tree()}
     restored = ckpt.restore(template)
     state, progress = restored["state"], Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)
   else:
-    progress = Progress.start(num_members, num_tasks)
-    progress.acc[:, 0] = accuracy(state)
+    progress = Progress.start(num_members, num_segments, with_val)
+    rows = accuracy(state)
+    progress.acc[:, 0] = rows[0]
+    if with_val:
+      progress.val_acc[:, 0] = rows[1]
 
   def wall() -> float:
     return progress.elapsed + time.time() - start_time
 
+  def global_step() -> int:
+    return schedule.offset(progress.task) + progress.step
+
   def save():
     tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
-    ckpt.save(progress.task * steps + progress.step, {"state": state, "progress": tree})
+    ckpt.save(global_step(), {"state": state, "progress": tree})
 
   def results():
-    return _results(config, members, benchmarks, progress, state, steps,
-                    spec.steps_per_epoch, wall())
+    return _results(config, parts, progress, state, wall())
 
   # Records and events past the checkpoint resumed from (all of them when there is
   # none: a process killed before its first checkpoint) are written again below.
@@ -414,24 +523,29 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   def save_due() -> bool:
     return time.time() - last_save >= 60 * config.checkpoint_every_minutes
 
+  loaded = (None, None)  # (data index, device arrays) of the segment's data
   # Leaving the block, normally or not, waits for a checkpoint still being written.
   with programs, ckpt, io_utils.JsonlWriter(metrics_path) as log, \
       summary_writer.SummaryWriter(os.path.join(workdir, "tensorboard"),
                                    purge_step=resume_step) as tb:
     first_task = progress.task
-    for t in range(progress.task, num_tasks):
-      task_x, task_y = jax.device_put(task_data(t))
-      task_id = jax.device_put(np.int32(t))
+    for t in range(progress.task, num_segments):
+      if loaded[0] != schedule.data_index(t):  # IID: every segment reads all data
+        loaded = (schedule.data_index(t), jax.device_put(segment_data(t)))
+      x, y, sample_task = loaded[1]
+      stream_id = jax.device_put(np.int32(schedule.stream_id(t)))
+      steps = schedule.steps(t)
       while progress.step < steps:
-        n = min(chunk, steps - progress.step)
-        state, m = programs(state, task_x, task_y, task_id, data_roots,
-                            jax.device_put(np.int32(progress.step)), num_steps=n)
+        n = min(chunk(t), steps - progress.step)
+        start = schedule.first_step(t) + progress.step
+        state, m = programs(state, x, y, sample_task, stream_id, data_roots,
+                            jax.device_put(np.int32(start)), num_steps=n)
         m = jax.device_get(m)
-        newly = (~m["finite"].all(axis=1)) & (progress.diverged < 0)
+        newly = (~m[FINITE].all(axis=1)) & (progress.diverged < 0)
         for i in np.flatnonzero(newly):
-          progress.diverged[i] = t * steps + progress.step + int(np.argmin(m["finite"][i]))
+          progress.diverged[i] = global_step() + int(np.argmin(m[FINITE][i]))
           logging.warning("%s", _divergence_message(
-              members[i], int(progress.diverged[i]), steps, spec.steps_per_epoch))
+              members[i], int(progress.diverged[i]), schedule, parts.method))
         if np.all(progress.diverged >= 0):
           out = results()
           _write_outputs(workdir, out, progress.acc, title)
@@ -439,54 +553,63 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
               out["message"] + " The run stopped; the last good checkpoint is kept and "
               "results.json holds the finished tasks.")
         progress.step += n
-        global_step = t * steps + progress.step
         alive = progress.diverged < 0
-        record = {"global_step": global_step, "task": t,
-                  "epoch": (progress.step - 1) // spec.steps_per_epoch,
-                  "loss": float(np.mean(m["loss"][alive])),
-                  "inner_loss": float(np.mean(m["inner_loss"][alive]))}
+        record = {"global_step": global_step(), "task": t,
+                  "epoch": (start + n - 1) // schedule.spec.steps_per_epoch}
+        scalars = {k: float(np.mean(v[alive])) for k, v in m.items() if k != FINITE}
+        record.update(scalars)
         if num_members > 1:
           record["loss_per_member"] = np.mean(m["loss"], axis=1).tolist()
         log.write(record)
-        tb.scalars({"train/loss": record["loss"],
-                    "train/inner_loss": record["inner_loss"]}, global_step)
+        tb.scalars({f"train/{k}": v for k, v in scalars.items()}, global_step())
         if progress.step < steps and save_due():
           tb.flush()
           save()
           last_save = time.time()
+      if parts.end_task is not None:
+        state = parts.end_task(state, x, y, jax.device_put(np.int32(t)))
       rows = accuracy(state)
-      rows[progress.diverged >= 0] = np.nan
-      progress.acc[:, t + 1] = rows
+      for r in rows:
+        r[progress.diverged >= 0] = np.nan
+      progress.acc[:, t + 1] = rows[0]
+      if with_val:
+        progress.val_acc[:, t + 1] = rows[1]
       progress.task, progress.step = t + 1, 0
-      seen = float(np.nanmean(rows[:, :t + 1]))
-      record = {"global_step": (t + 1) * steps, "task": t,
-                "eval_accuracy": rows[0].tolist(), "mean_seen_accuracy": seen}
+      seen = float(np.nanmean(rows[0][:, :t + 1]))
+      record = {"global_step": global_step(), "task": t,
+                "eval_accuracy": rows[0][0].tolist(), "mean_seen_accuracy": seen}
+      if with_val:
+        record["val_accuracy"] = rows[1][0].tolist()
       if num_members > 1:
-        record["eval_accuracy_per_member"] = rows.tolist()
+        record["eval_accuracy_per_member"] = rows[0].tolist()
       log.write(record)
       tb.scalars({"eval/mean_seen_accuracy": seen, "eval/mean_all_accuracy":
-                  float(np.nanmean(rows))}, (t + 1) * steps)
+                  float(np.nanmean(rows[0]))}, global_step())
+      if with_val:
+        tb.scalars({"val/mean_all_accuracy": float(np.nanmean(rows[1]))}, global_step())
       tb.flush()
-      if t == num_tasks - 1 or save_due():
+      if t == num_segments - 1 or save_due():
         save()
         last_save = time.time()
-      # The last task's duration predicts the rest; the first task of a process
+      # The last segment's duration predicts the rest; the first of a process
       # also compiles the programs, so it predicts nothing.
       if t > first_task:
-        eta = f"ETA {(time.time() - task_started) * (num_tasks - t - 1):.0f} s"
+        eta = f"ETA {(time.time() - task_started) * (num_segments - t - 1):.0f} s"
       else:
-        eta = f"ETA after task {t + 2}" if t < num_tasks - 1 else "ETA 0 s"
+        eta = f"ETA after task {t + 2}" if t < num_segments - 1 else "ETA 0 s"
       task_started = time.time()
       logging.info("task %d/%d | seen-task accuracy %.4f | %.1f s | %s",
-                   t + 1, num_tasks, seen, wall(), eta)
+                   t + 1, num_segments, seen, wall(), eta)
 
   out = results()
   _write_outputs(workdir, out, progress.acc, title)
   for r in out.get("members", [out]):
     if "ra" in r:
-      logging.info("%s%s: RA %.4f, BTI %.4f, LA %.4f, FWT %.4f", title,
+      logging.info("%s%s: %s", title,
                    f" [{members_lib.label({k: r[k] for k in members[0]})}]"
-                   if num_members > 1 else "", r["ra"], r["bti"], r["la"], r["fwt"])
+                   if num_members > 1 else "",
+                   ", ".join(f"{k.upper()} {r[k]:.4f}" for k in SUMMARY_KEYS
+                             if r.get(k) is not None))
   for group in out.get("by_setting", []):
     if "mean_std" in group:
       name = ", ".join(f"{k}={v:g}" for k, v in group["setting"].items()) or "all"

@@ -19,7 +19,7 @@ import stat
 from absl import app
 from absl import flags
 
-from configs import common
+import configs
 
 METHODS = flags.DEFINE_list("methods", ["lamaml"], "Methods.")
 DATASETS = flags.DEFINE_list("datasets", ["cifar100"], "Datasets.")
@@ -52,7 +52,7 @@ def parse_seeds(text: str) -> list[int]:
 def job_script(method, dataset, setting, seed, extra, *, runs, data_dir, partition,
                gpus, cpus, hours, setup, repo) -> tuple[str, str]:
   """(job name, script text) of one run."""
-  common.make(method, f"{dataset},{setting}")  # fails early on a cell that does not exist
+  configs.get_config(method, f"{dataset},{setting}")  # fails early on a cell that does not exist
   name = f"{method}_{dataset}_{setting}_seed{seed}"
   args = ["python", "-m", "lamaml_jax.main",
           f"--method={method}", f"--dataset={dataset}", f"--setting={setting}",

@@ -8,10 +8,20 @@ import optax
 import pytest
 
 from lamaml_jax import networks
+from lamaml_jax.learners import base
 from lamaml_jax.learners import lamaml
 from lamaml_jax.types import Batch
 
 NET = networks.MLP(hidden=(8,), num_outputs=3)
+CONTEXT = base.BuildContext(network=NET, num_outputs=3, classes_per_task=None,
+                            num_tasks=4, samples_per_task=8, batch_size=4, epochs=1,
+                            steps_per_task=2, input_shape=(5,))
+
+
+def make(hp):
+  """The learner with `observe` compiled (the runner compiles it in its programs)."""
+  learner = lamaml.make(hp, CONTEXT)
+  return learner._replace(observe=jax.jit(learner.observe))
 
 
 def batch(key, n=4, task=0, dim=5):
@@ -45,7 +55,7 @@ def first_order_k1_grads(params, lrs, b):
 
 def test_sync_steps_weights_with_opt_wt_and_lrs_with_opt_lr():
   hp = hparams("sync", inner_steps=1)
-  learner = lamaml.make(hp, NET, None)
+  learner = make(hp)
   b = batch(jax.random.PRNGKey(0))
   s0 = learner.init(jax.random.PRNGKey(1), b)
   s1, _ = learner.observe(s0, b, jnp.int32(0))  # empty memory: meta batch = stream
@@ -58,7 +68,7 @@ def test_sync_steps_weights_with_opt_wt_and_lrs_with_opt_lr():
 
 
 def test_lamaml_weight_step_uses_relu_of_updated_lrs():
-  learner = lamaml.make(hparams("lamaml", inner_steps=1), NET, None)
+  learner = make(hparams("lamaml", inner_steps=1))
   b = batch(jax.random.PRNGKey(0))
   s0 = learner.init(jax.random.PRNGKey(1), b)
   # One learning-rate element far below zero stays negative after the α step.
@@ -77,7 +87,7 @@ def test_lamaml_weight_step_uses_relu_of_updated_lrs():
 
 
 def test_cmaml_keeps_learning_rates():
-  learner = lamaml.make(hparams("cmaml"), NET, None)
+  learner = make(hparams("cmaml"))
   b = batch(jax.random.PRNGKey(0))
   s = s0 = learner.init(jax.random.PRNGKey(1), b)
   for i in range(3):
@@ -88,7 +98,7 @@ def test_cmaml_keeps_learning_rates():
 
 def test_global_norm_clip_applies_to_the_weight_step():
   hp = hparams("sync", inner_steps=1, grad_clip_norm=1e-3)
-  learner = lamaml.make(hp, NET, None)
+  learner = make(hp)
   b = batch(jax.random.PRNGKey(0))
   s0 = learner.init(jax.random.PRNGKey(1), b)
   s1, _ = learner.observe(s0, b, jnp.int32(0))
@@ -97,8 +107,8 @@ def test_global_norm_clip_applies_to_the_weight_step():
 
 
 def test_observe_traced_once():
-  learner = lamaml.make(hparams("lamaml", glances=2), NET, None)
-  observe = jax.jit(chex.assert_max_traces(learner.observe.__wrapped__, n=1))
+  learner = lamaml.make(hparams("lamaml", glances=2), CONTEXT)
+  observe = jax.jit(chex.assert_max_traces(learner.observe, n=1))
   s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
   for i in range(4):
     s, m = observe(s, batch(jax.random.PRNGKey(i), task=i // 2), jnp.int32(i % 2))
@@ -106,13 +116,13 @@ def test_observe_traced_once():
 
 
 def test_replay_push_only_on_first_glance_of_first_epoch():
-  learner = lamaml.make(hparams("lamaml", glances=3), NET, None)
+  learner = make(hparams("lamaml", glances=3))
   s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
   s, _ = learner.observe(s, batch(jax.random.PRNGKey(1)), jnp.int32(0))
   assert int(s.memory.seen) == 4  # once, not once per glance
   s, _ = learner.observe(s, batch(jax.random.PRNGKey(2)), jnp.int32(1))
   assert int(s.memory.seen) == 4  # second epoch: no push
-  er = lamaml.make(hparams("laer", glances=3), NET, None)
+  er = make(hparams("laer", glances=3))
   s = er.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
   s, _ = er.observe(s, batch(jax.random.PRNGKey(1)), jnp.int32(1))
   assert int(s.memory.seen) == 4  # La-ER pushes on every call
@@ -131,7 +141,7 @@ def test_glances_after_the_push_replay_the_pushed_samples(monkeypatch):
     return out
 
   monkeypatch.setattr(replay, "sample_after_write", recording)
-  learner = lamaml.make(hparams("lamaml", glances=3, replay_batch_size=2), NET, None)
+  learner = make(hparams("lamaml", glances=3, replay_batch_size=2))
   s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
   b = batch(jax.random.PRNGKey(1))._replace(y=jnp.array([0, 1, 2, 0]))
   s, _ = learner.observe(s, b, jnp.int32(0))
@@ -142,7 +152,7 @@ def test_glances_after_the_push_replay_the_pushed_samples(monkeypatch):
 
 
 def test_old_task_memory_snapshot_at_task_switch():
-  learner = lamaml.make(hparams("lamaml", use_old_task_memory=True), NET, None)
+  learner = make(hparams("lamaml", use_old_task_memory=True))
   s = learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
   s, _ = learner.observe(s, batch(jax.random.PRNGKey(1), task=0), jnp.int32(0))
   assert int(s.old_memory.size) == 0
@@ -151,7 +161,7 @@ def test_old_task_memory_snapshot_at_task_switch():
 
 
 def test_nan_is_reported():
-  learner = lamaml.make(hparams("lamaml"), NET, None)
+  learner = make(hparams("lamaml"))
   b = batch(jax.random.PRNGKey(0))
   s = learner.init(jax.random.PRNGKey(0), b)
   _, m = learner.observe(s, b._replace(x=b.x.at[0, 0].set(jnp.nan)), jnp.int32(0))
@@ -159,11 +169,13 @@ def test_nan_is_reported():
 
 
 @pytest.mark.parametrize("field,value,pattern", [
-    ("alpha_init", -0.1, "alpha_init must be >= 0, got -0.1"),
-    ("opt_lr", -1.0, "opt_lr must be >= 0, got -1.0"),
-    ("opt_wt", -0.5, "opt_wt must be >= 0, got -0.5"),
+    ("alpha_init", -0.1, "alpha_init must be a finite number >= 0, got -0.1"),
+    ("alpha_init", float("nan"), "alpha_init must be a finite number >= 0, got nan"),
+    ("opt_lr", -1.0, "opt_lr must be a finite number >= 0, got -1.0"),
+    ("opt_lr", float("inf"), "opt_lr must be a finite number >= 0, got inf"),
+    ("opt_wt", -0.5, "opt_wt must be a finite number >= 0, got -0.5"),
     ("replay_batch_size", 7, "replay_batch_size=7 exceeds memory_size=6"),
-    ("glances", 0, "glances must be >= 1, got 0"),
+    ("glances", 0, "glances must be an integer >= 1, got 0"),
 ])
 def test_invalid_hyperparameters(field, value, pattern):
   with pytest.raises(ValueError, match=pattern):
@@ -172,7 +184,7 @@ def test_invalid_hyperparameters(field, value, pattern):
 
 @pytest.mark.parametrize("k", [3, 5])
 def test_inner_steps_must_split_the_batch(k):
-  learner = lamaml.make(hparams("lamaml", inner_steps=k), NET, None)
+  learner = make(hparams("lamaml", inner_steps=k))
   with pytest.raises(ValueError, match=f"inner_steps={k} must divide the batch size 4"):
     learner.init(jax.random.PRNGKey(0), batch(jax.random.PRNGKey(0)))
 
@@ -186,13 +198,13 @@ def test_sweep_values_given_to_init_act_like_static_ones():
   """init(alpha_init=, opt_lr=, opt_wt=) under vmap equals separate static runs."""
   b = batch(jax.random.PRNGKey(0))
   values = [(0.05, 0.1, 0.02), (0.2, 0.4, 0.08)]
-  batched = lamaml.make(hparams("sync"), NET, None)
+  batched = lamaml.make(hparams("sync"), CONTEXT)
   sweep = {k: jnp.array([v[i] for v in values]) for i, k in enumerate(lamaml.SWEEPABLE)}
   keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
   states = jax.vmap(lambda k, s: batched.init(k, b, **s))(keys, sweep)
   states, _ = jax.vmap(batched.observe, in_axes=(0, None, None))(states, b, jnp.int32(0))
   for i, (a0, lr, wt) in enumerate(values):
-    single = lamaml.make(hparams("sync", alpha_init=a0, opt_lr=lr, opt_wt=wt), NET, None)
+    single = make(hparams("sync", alpha_init=a0, opt_lr=lr, opt_wt=wt))
     s, _ = single.observe(single.init(jax.random.PRNGKey(1), b), b, jnp.int32(0))
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], states.params),
                                 s.params, atol=1e-6)
@@ -216,7 +228,7 @@ def test_mlp_fast_path_is_used_and_matches_the_generic_path(method, monkeypatch)
     calls.clear()
     hp = hparams(method, inner_steps=4, glances=2, relu_inner_lrs=True,
                  grad_clip_norm=2.0, mlp_fast_path=fast)
-    learner = lamaml.make(hp, NET, None)
+    learner = make(hp)
     state = learner.init(jax.random.PRNGKey(1), batch(jax.random.PRNGKey(0)))
     for i in range(3):
       state, _ = learner.observe(state, batch(jax.random.PRNGKey(10 + i)), jnp.int32(0))

@@ -26,8 +26,8 @@ def test_job_script_runs_the_cell_in_its_own_workdir():
   assert ("python -m lamaml_jax.main --method=cmaml --dataset=cifar100 "
           "--setting=single_pass --seed=3 --workdir=runs/cmaml_cifar100_single_pass_seed3 "
           "--data_dir=/data/tfds --config.num_tasks=5") in text
-  with pytest.raises(ValueError, match="no laer cell"):
-    slurm.job_script("laer", "mnist_rotations", "single_pass", 0, [], runs="r",
+  with pytest.raises(ValueError, match="single-pass benchmark"):
+    slurm.job_script("laer", "mnist_rotations", "multi_pass", 0, [], runs="r",
                      data_dir=None, partition=None, gpus=0, cpus=1, hours=1, setup="",
                      repo="/repo")
 

@@ -20,7 +20,7 @@ def run_main(*args, workdir):
     (["--dataset=cifar10"], "Unknown dataset 'cifar10'; valid: mnist5k_rotations"),
     (["--config.num_taks=3"], "unknown config field .*num_taks"),
     (["--config.learner.alpha_init=fast"], "could not convert string to float: 'fast'"),
-    (["--config.learner.opt_lr=-0.1"], "opt_lr must be >= 0, got -0.1"),
+    (["--config.learner.opt_lr=-0.1"], "opt_lr must be a finite number >= 0, got -0.1"),
     (["--config.learner.replay_batch_size=300"],
      "replay_batch_size=300 exceeds memory_size=200"),
     (["--dataset=cifar100", "--config.num_tasks=21"], "at most 20"),

@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from configs import common
+import configs
 from lamaml_jax import members
 from lamaml_jax import train
 
 
 def small_config(**kw):
-  config = common.make("lamaml", "mnist5k_rotations")
+  config = configs.get_config("lamaml", "mnist5k_rotations")
   config.num_tasks, config.samples_per_task, config.learner.glances = 2, 100, 2
   for k, v in kw.items():
     setattr(config, k, v)
@@ -94,12 +94,15 @@ def test_vmapped_members_agree_with_mapped_ones_up_to_rounding():
   states = {}
   for batching in ("map", "vmap"):
     config.member_batching = batching
-    ms, benches, learner, spec, train_fn, _ = train.build(config)
-    state, keys = train.init_members(learner, ms, train.example_batch(benches[0], 10))
+    parts = train.build(config)
+    ms, benches = parts.members, parts.benchmarks
+    state, keys = train.init_members(parts.learner, ms,
+                                     train.example_batch(benches[0], 10))
     x = jnp.stack([benches[m["seed"]].train_x[0] for m in ms])
     y = jnp.stack([benches[m["seed"]].train_y[0] for m in ms])
-    states[batching], _ = train_fn(state, x, y, jnp.int32(0), keys, jnp.int32(0),
-                                   num_steps=3)
+    tasks = jnp.zeros(y.shape, jnp.int32)
+    states[batching], _ = parts.train(state, x, y, tasks, jnp.int32(0), keys,
+                                      jnp.int32(0), num_steps=3)
   for a, b in zip(jax.tree_util.tree_leaves(states["map"].params),
                   jax.tree_util.tree_leaves(states["vmap"].params)):
     np.testing.assert_allclose(a, b, atol=1e-5)
@@ -111,7 +114,8 @@ def test_init_members_uses_each_seeds_own_keys():
   import jax
   import chex
   config = small_config()
-  _, benches, learner, _, _, _ = train.build(config)
+  parts = train.build(config)
+  benches, learner = parts.benchmarks, parts.learner
   example = train.example_batch(benches[0], 10)
   ms = [{"seed": 3}, {"seed": 2**31 + 5}]
   state, data_keys = train.init_members(learner, ms, example)

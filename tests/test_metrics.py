@@ -18,8 +18,20 @@ B3 = np.array([0.10, 0.12, 0.25])
 #   BTI_official = -0.6 / 3                           = -0.2
 #   LA  = (0.90 + 0.80 + 0.95) / 3                    = 2.65 / 3
 #   FWT = ((0.10 - 0.12) + (0.30 - 0.25)) / 2         = 0.015
+#   forgetting = ((max(0.90, 0.70) - 0.60) + (max(0.10, 0.80) - 0.50)) / 2 = 0.3
 EXPECTED3 = {"ra": 0.6833333333333333, "bti": -0.3, "bti_official": -0.2,
-             "la": 0.8833333333333333, "fwt": 0.015}
+             "la": 0.8833333333333333, "fwt": 0.015, "forgetting": 0.3}
+
+
+def test_forgetting_measures_the_drop_from_the_best_earlier_row():
+  # Task 0 improves after task 1 (0.5 -> 0.9), then ends at 0.6: BTI sees +0.1,
+  # forgetting the 0.3 drop from its best; task 1 ends above its best: -0.1.
+  R = np.array([[0.5, 0.1, 0.0],
+                [0.9, 0.7, 0.2],
+                [0.6, 0.8, 0.9]])
+  assert metrics.average_forgetting(R) == pytest.approx(((0.9 - 0.6) + (0.7 - 0.8)) / 2)
+  assert metrics.backward_transfer(R) == pytest.approx(((0.6 - 0.5) + (0.8 - 0.7)) / 2)
+  assert metrics.average_forgetting(np.array([[0.4]])) == 0.0
 
 
 def test_individual_metrics_on_3x3():
@@ -48,7 +60,7 @@ def test_metrics_accept_lists_and_percentages():
 def test_single_task():
   out = metrics.summarize([[0.7]], [0.1])
   assert out == {"ra": pytest.approx(0.7), "bti": 0.0, "bti_official": 0.0,
-                 "la": pytest.approx(0.7), "fwt": 0.0}
+                 "la": pytest.approx(0.7), "fwt": 0.0, "forgetting": 0.0}
   assert metrics.backward_transfer([[0.7]]) == 0.0
   assert metrics.forward_transfer([[0.7]], [0.1]) == 0.0
 
@@ -64,7 +76,7 @@ def test_partial_rows_use_top_left_block():
     assert out[key] == pytest.approx(value), key
   one = metrics.summarize(partial, B3, num_rows=1)
   assert one == {"ra": pytest.approx(0.9), "bti": 0.0, "bti_official": 0.0,
-                 "la": pytest.approx(0.9), "fwt": 0.0}
+                 "la": pytest.approx(0.9), "fwt": 0.0, "forgetting": 0.0}
   full = metrics.summarize(R3, B3, num_rows=3)
   assert full == pytest.approx(EXPECTED3)
 

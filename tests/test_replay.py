@@ -118,3 +118,40 @@ def test_sample_after_write_equals_sampling_the_written_buffer(filled):
       chex.assert_trees_all_equal(got, want)
     unchanged = replay.write(buf, slots, batch, offered=False)
     chex.assert_trees_all_equal(unchanged, buf)
+
+
+def _item_kept_rate(inclusive: bool, capacity=2, n=4, trials=20000):
+  """How often item n (0-based) of a stream lands in a full reservoir."""
+  buffer = replay.init(capacity, (1,))._replace(
+      size=jnp.int32(capacity), seen=jnp.int32(n))
+  keys = jax.random.split(jax.random.PRNGKey(0), trials)
+  slots = jax.vmap(lambda k: replay.reservoir_slots(
+      buffer, k, jnp.ones((1,)), inclusive_randint=inclusive))(keys)
+  return float(jnp.mean(slots[:, 0] < capacity))
+
+
+def test_reservoir_keeps_item_n_with_probability_capacity_over_n_plus_1():
+  # Algorithm R: item n is kept with probability capacity / (n + 1); the official
+  # randint(0, n + 1) draws one slot too many: capacity / (n + 2).
+  sigma = (0.4 * 0.6 / 20000) ** 0.5
+  assert abs(_item_kept_rate(False) - 2 / 5) < 4 * sigma
+  assert abs(_item_kept_rate(True) - 2 / 6) < 4 * sigma
+
+
+def test_replay_with_replacement_repeats_slots_and_masks_missing_rows():
+  buffer = replay.init(8, (1,))
+  buffer = replay.add(buffer, jax.random.PRNGKey(0), Batch(
+      x=jnp.arange(5, dtype=jnp.float32)[:, None], y=jnp.arange(5, dtype=jnp.int32),
+      task=jnp.zeros(5, jnp.int32), weight=jnp.ones(5)))
+  keys = jax.random.split(jax.random.PRNGKey(1), 200)
+  draw = lambda wr: jax.vmap(lambda k: replay.sample(buffer, k, 5, with_replacement=wr))(keys)
+  distinct = lambda b: np.array([len(set(row)) for row in np.asarray(b.y)])
+  without, with_ = draw(False), draw(True)
+  assert np.all(distinct(without) == 5)
+  # All 5 distinct by chance: 5!/5^5 = 3.8% of draws.
+  assert np.mean(distinct(with_) == 5) < 0.15
+  assert set(np.asarray(with_.y).ravel()) == set(range(5))
+  np.testing.assert_array_equal(with_.weight, 1.0)
+  short = jax.vmap(lambda k: replay.sample(buffer, k, 7, with_replacement=True))(keys)
+  np.testing.assert_array_equal(short.weight[:, 5:], 0.0)  # min(R, size) real rows
+  assert np.asarray(short.y)[:, :5].max() < 5

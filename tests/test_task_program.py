@@ -3,13 +3,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from configs import common
+import configs
 from lamaml_jax import task_program
 from lamaml_jax import train
 
 
 def small_config():
-  config = common.make("lamaml", "mnist5k_rotations")
+  config = configs.get_config("lamaml", "mnist5k_rotations")
   config.num_tasks, config.samples_per_task, config.learner.glances = 2, 50, 1
   config.epochs = 2
   return config
@@ -19,14 +19,15 @@ def test_each_epoch_visits_every_sample_once_in_its_own_order():
   spec = task_program.StreamSpec(samples_per_task=20, batch_size=5, epochs=2)
   x = jnp.arange(20, dtype=jnp.uint8)[:, None]
   y = jnp.arange(20, dtype=jnp.int32)
+  tasks = jnp.full((20,), 3, jnp.int32)
   key = jax.random.PRNGKey(0)
   orders = task_program.epoch_orders(spec, key)
   seen = [int(v) for g in range(spec.steps_per_task) for v in task_program.stream_batch(
-      spec, x, y, jnp.int32(3), key, jnp.int32(g), lambda a: a.astype(jnp.float32),
+      spec, x, y, tasks, key, jnp.int32(g), lambda a: a.astype(jnp.float32),
       None, orders)[0].y]
   assert sorted(seen[:20]) == list(range(20)) and sorted(seen[20:]) == list(range(20))
   assert seen[:20] != seen[20:]
-  batch, epoch = task_program.stream_batch(spec, x, y, jnp.int32(3), key, jnp.int32(7),
+  batch, epoch = task_program.stream_batch(spec, x, y, tasks, key, jnp.int32(7),
                                            lambda a: a.astype(jnp.float32), None, orders)
   assert int(epoch) == 1 and np.all(np.asarray(batch.task) == 3)
   np.testing.assert_array_equal(batch.x[:, 0], batch.y)
@@ -35,20 +36,23 @@ def test_each_epoch_visits_every_sample_once_in_its_own_order():
 def test_a_whole_task_runs_without_host_transfers():
   config = small_config()
   config.num_seeds = 2
-  members, benchmarks, learner, spec, train_fn, evaluate = train.build(config)
+  parts = train.build(config)
+  members, benchmarks, learner = parts.members, parts.benchmarks, parts.learner
+  spec, train_fn, evaluate = parts.schedule.spec, parts.train, parts.evaluate
   example = train.example_batch(benchmarks[0], 10)
   stack = lambda f: jax.device_put(np.stack([f(benchmarks[m["seed"]]) for m in members]))
   task_x, task_y = stack(lambda b: b.train_x[0]), stack(lambda b: b.train_y[0])
+  tasks = stack(lambda b: np.zeros(b.samples_per_task, np.int32))
   test_x, test_y = stack(lambda b: b.test_x), stack(lambda b: b.test_y)
   task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
   # Compile first (compilation itself moves constants); then run guarded.
   state, keys = train.init_members(learner, members, example)
-  state, _ = train_fn(state, task_x, task_y, task, keys, start,
+  state, _ = train_fn(state, task_x, task_y, tasks, task, keys, start,
                       num_steps=spec.steps_per_task)  # donates its state argument
   evaluate(state, test_x, test_y)
   state, keys = train.init_members(learner, members, example)
   with jax.transfer_guard("disallow"):
-    state, metrics = train_fn(state, task_x, task_y, task, keys, start,
+    state, metrics = train_fn(state, task_x, task_y, tasks, task, keys, start,
                               num_steps=spec.steps_per_task)
     correct = evaluate(state, test_x, test_y)
   assert metrics["loss"].shape == (2, spec.steps_per_task)  # 2 epochs x 5 batches
@@ -111,7 +115,8 @@ def test_compiled_ahead_raises_tracing_errors_in_the_caller():
 def test_member_shapes_are_those_of_the_initialised_members():
   config = small_config()
   config.num_seeds = 2
-  members, benchmarks, learner, *_ = train.build(config)
+  parts = train.build(config)
+  members, benchmarks, learner = parts.members, parts.benchmarks, parts.learner
   example = train.example_batch(benchmarks[0], 10)
   shapes = train.member_shapes(learner, members, example)
   values = train.init_members(learner, members, example)

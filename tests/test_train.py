@@ -5,12 +5,13 @@ import os
 import numpy as np
 import pytest
 
-from configs import common
+import configs
+from lamaml_jax import task_program
 from lamaml_jax import train
 
 
 def small_config(method="lamaml", tasks=3, samples=200, **learner):
-  config = common.make(method, "mnist5k_rotations")
+  config = configs.get_config(method, "mnist5k_rotations")
   config.num_tasks = tasks
   config.samples_per_task = samples
   config.learner.glances = 2
@@ -36,8 +37,11 @@ def test_run_writes_all_outputs(finished_run):
   with open(os.path.join(workdir, "results.json")) as f:
     saved = json.load(f)
   for key in ("method", "dataset", "setting", "seed", "accuracy_matrix", "ra", "bti",
-              "bti_official", "la", "fwt", "wall_time_s", "meta_updates", "versions"):
+              "bti_official", "la", "fwt", "forgetting", "wall_time_s", "meta_updates",
+              "versions", "git_commit", "config_hash", "stream", "stream_steps"):
     assert key in saved, key
+  assert saved["memory_samples"] == 200 and saved["stream"] == "tasks"
+  assert saved["stream_steps"] == 60 and len(saved["config_hash"]) == 16
   assert saved["status"] == "complete" and saved["tasks_completed"] == 3
   # 3 tasks x 20 batches x 2 glances.
   assert saved["meta_updates"] == 120
@@ -85,17 +89,38 @@ def test_workdir_with_another_config_is_refused(finished_run, tmp_path):
     train.run(config, workdir)
 
 
-def test_resuming_with_other_execution_settings_is_allowed(finished_run):
-  workdir, whole = finished_run
+def test_resuming_with_other_execution_settings_is_allowed(finished_run, tmp_path,
+                                                           monkeypatch):
+  """A run interrupted in task 1 resumes with other program lengths and
+  checkpoint interval, and ends as the uninterrupted run."""
+  _, whole = finished_run
   config = small_config()
+  config.steps_per_program, config.checkpoint_every_minutes = 5, 0.0
+  calls, original = [], task_program.CompiledAhead.__call__
+
+  def interrupted(self, *args, **kwargs):
+    calls.append(None)
+    if len(calls) == 7:  # the third program of task 1 (4 programs a task)
+      raise KeyboardInterrupt
+    return original(self, *args, **kwargs)
+
+  monkeypatch.setattr(task_program.CompiledAhead, "__call__", interrupted)
+  with pytest.raises(KeyboardInterrupt):
+    train.run(config, str(tmp_path))
+  monkeypatch.undo()
+  assert max(_checkpoint_steps(str(tmp_path))) == 30  # task 1, step 10
   config.steps_per_program, config.checkpoint_every_minutes = 7, 1.0
-  again = train.run(config, workdir)  # resumes the finished run
+  again = train.run(config, str(tmp_path))
   assert again["accuracy_matrix"] == whole["accuracy_matrix"]
+  assert again["meta_updates"] == whole["meta_updates"]
+  assert again["config_hash"] == whole["config_hash"]  # execution settings differ
 
 
 def test_divergence_stops_with_incomplete_results(tmp_path):
   config = small_config(alpha_init=1e6, opt_lr=1e6, grad_clip_norm=1e30)
-  with pytest.raises(train.DivergenceError, match=r"task 0, epoch 0, step \d+"):
+  with pytest.raises(train.DivergenceError,
+                     match=r"task 0, epoch 0, step \d+.*Lower alpha_init, opt_lr, "
+                     "grad_clip_norm"):
     train.run(config, str(tmp_path))
   with open(tmp_path / "results.json") as f:
     r = json.load(f)

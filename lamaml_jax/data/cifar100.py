@@ -41,7 +41,8 @@ def load_splits(data_dir: Optional[str] = None):
 
 def make(*, seed: int, data_dir: Optional[str] = None,
          num_tasks: Optional[int] = None, samples_per_task: Optional[int] = None,
-         val_fraction: float = 0.1, name: str = "cifar100") -> Benchmark:
+         val_fraction: float = 0.1, name: str = "cifar100",
+         class_order: str = "numpy") -> Benchmark:
   """CIFAR-100 20x5: train [T, 2250, 32, 32, 3], val [T, 250, ...], test [T, 500, ...]."""
   if num_tasks is not None and not 1 <= num_tasks <= MAX_TASKS:
     raise ValueError(f"{name}: num_tasks={num_tasks}, but the dataset allows "
@@ -51,4 +52,5 @@ def make(*, seed: int, data_dir: Optional[str] = None,
       name=name, train=train, test=test, num_classes=NUM_CLASSES,
       classes_per_task=CLASSES_PER_TASK, seed=seed, num_tasks=num_tasks,
       samples_per_task=samples_per_task, val_fraction=val_fraction,
+      class_order=class_order,
       preprocess=preprocess, augment=augment, info={"source": "tfds:cifar100"})

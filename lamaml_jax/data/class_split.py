@@ -10,9 +10,15 @@ indices of a class are held out for validation, as the official
 `_split_per_class`; k is the smallest per-class count (500 for CIFAR-100), so
 all tasks have the same static shape. Task t's classes order[5t:5t+5] get output
 indices 5t..5t+4.
+
+`class_order='official'` takes the class order of the official loader instead
+(`random.seed(seed); random.shuffle(list(range(num_classes)))`, Python's
+generator), so each seed's tasks hold the official run's classes; the samples
+drawn within the classes and the validation draw still come from NumPy.
 """
 from __future__ import annotations
 
+import random
 from typing import Optional
 
 import numpy as np
@@ -34,7 +40,8 @@ def make_benchmark(*, name: str, train: tuple[np.ndarray, np.ndarray],
                    samples_per_task: Optional[int] = None,
                    val_fraction: float = 0.1,
                    preprocess: Preprocess, augment: Optional[Augment] = None,
-                   info: Optional[dict] = None) -> Benchmark:
+                   info: Optional[dict] = None,
+                   class_order: str = "numpy") -> Benchmark:
   """Builds the benchmark from whole splits (x [N, ...] uint8, y [N] class ids).
 
   Returns train [T, n, ...], val [T, v, ...] (None if v == 0), test [T, m, ...],
@@ -47,7 +54,13 @@ def make_benchmark(*, name: str, train: tuple[np.ndarray, np.ndarray],
                      f"at most {max_tasks} tasks of {classes_per_task} classes.")
   (x_tr, y_tr), (x_te, y_te) = train, test
   rng = np.random.default_rng(seed)
-  order = rng.permutation(num_classes)
+  order = rng.permutation(num_classes)  # drawn in both modes: same later draws
+  if class_order == "official":
+    official = list(range(num_classes))
+    random.Random(seed).shuffle(official)  # = random.seed(seed); random.shuffle
+    order = np.asarray(official)
+  elif class_order != "numpy":
+    raise ValueError(f"class_order must be 'numpy' or 'official', got {class_order!r}.")
   used = order[:num_tasks * classes_per_task]
   out_index = np.empty(num_classes, np.int32)
   out_index[order] = np.arange(num_classes, dtype=np.int32)
@@ -80,4 +93,5 @@ def make_benchmark(*, name: str, train: tuple[np.ndarray, np.ndarray],
       classes_per_task=classes_per_task, preprocess=preprocess, augment=augment,
       val_x=x_tr[val] if n_val else None, val_y=label(y_tr, val) if n_val else None,
       info={**(info or {}), "seed": seed, "class_order": order.tolist(),
+            "class_order_source": class_order,
             "num_tasks": num_tasks, "val_fraction": val_fraction})

@@ -22,7 +22,8 @@ NAMES = tuple(_LIKE)
 
 
 def make(name: str, *, seed: int, num_tasks: Optional[int] = None,
-         samples_per_task: Optional[int] = None) -> Benchmark:
+         samples_per_task: Optional[int] = None,
+         class_order: str = "numpy") -> Benchmark:
   module, classes, side, per_train, per_test = _LIKE[name]
   cpt = module.CLASSES_PER_TASK
   if num_tasks is not None and not 1 <= num_tasks <= classes // cpt:
@@ -38,5 +39,6 @@ def make(name: str, *, seed: int, num_tasks: Optional[int] = None,
       name=name, train=split(per_train), test=split(per_test), num_classes=classes,
       classes_per_task=cpt, seed=seed, num_tasks=num_tasks,
       samples_per_task=samples_per_task, val_fraction=0.1,
+      class_order=class_order,
       preprocess=module.preprocess, augment=module.augment,
       info={"source": "synthetic uniform pixels"})

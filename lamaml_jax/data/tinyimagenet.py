@@ -103,7 +103,8 @@ augment = image_ops.make_augment(pad=4, flip=True, brightness=0.0)
 
 def make(*, seed: int, data_dir: Optional[str] = None,
          num_tasks: Optional[int] = None, samples_per_task: Optional[int] = None,
-         val_fraction: float = 0.1, name: str = "tinyimagenet") -> Benchmark:
+         val_fraction: float = 0.1, name: str = "tinyimagenet",
+         class_order: str = "numpy") -> Benchmark:
   """TinyImageNet 40 tasks x 5 classes; the validation split is the test set.
 
   Train per task: 5 x 450 = 2250 (10% of each class held out as `val_x`);
@@ -120,5 +121,6 @@ def make(*, seed: int, data_dir: Optional[str] = None,
       test=(test["image"], test["label"]), num_classes=NUM_CLASSES,
       classes_per_task=CLASSES_PER_TASK, seed=seed, num_tasks=num_tasks,
       samples_per_task=samples_per_task, val_fraction=val_fraction,
+      class_order=class_order,
       preprocess=preprocess, augment=augment,
       info={"source": "tfds:tiny_imagenet (manual tiny-imagenet-200.zip)"})

@@ -1,39 +1,53 @@
-"""Learners by method name: `make_learner(method, hparams, network, classes_per_task)`."""
+"""Methods by name: `METHODS`, `make_learner(method, hparams, context)`.
+
+Each learner module exports `METHODS`, a dict name -> `base.Method`; adding a
+method is one module in this package and one line below.
+"""
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping, Optional
-
-import flax.linen as nn
+from typing import Mapping
 
 from lamaml_jax.learners import lamaml
-from lamaml_jax.learners.base import Learner
+from lamaml_jax.learners.base import BuildContext, Learner, Method
 
-# method name -> (hyperparameter dataclass, factory(hparams, network, classes_per_task),
-#                 names of the scalars `init` accepts for grids).
-LEARNER_FAMILIES = {name: (lamaml.LaMAMLHparams, lamaml.make, lamaml.SWEEPABLE)
-                    for name in lamaml.METHODS}
-METHODS = tuple(LEARNER_FAMILIES)
-
-
-def sweepable(method: str) -> tuple[str, ...]:
-  """Hyperparameters of `method` that a grid may vary inside one program."""
-  return LEARNER_FAMILIES[method][2] if method in LEARNER_FAMILIES else ()
+REGISTRY: dict[str, Method] = {
+    **lamaml.METHODS,
+}
+METHODS = tuple(REGISTRY)
 
 
-def make_learner(method: str, hparams: Mapping, network: nn.Module,
-                 classes_per_task: Optional[int]) -> Learner:
-  """Builds learner `method` from a mapping of its hyperparameters.
+def method(name: str) -> Method:
+  """The registered `Method` called `name`.
+
+  Raises:
+    ValueError: unknown name (the message lists the valid ones).
+  """
+  if name not in REGISTRY:
+    raise ValueError(f"Unknown method {name!r}; valid methods: {', '.join(METHODS)}.")
+  return REGISTRY[name]
+
+
+def sweepable(name: str) -> tuple[str, ...]:
+  """Hyperparameters of method `name` that a grid may vary inside one program."""
+  return REGISTRY[name].sweepable if name in REGISTRY else ()
+
+
+def make_hparams(name: str, hparams: Mapping):
+  """The hyperparameter dataclass of `name` from a mapping (e.g. config.learner).
 
   Raises:
     ValueError: unknown method, unknown hyperparameter name or invalid value.
   """
-  if method not in LEARNER_FAMILIES:
-    raise ValueError(f"Unknown method {method!r}; valid methods: {', '.join(METHODS)}.")
-  hparams_cls, factory, _ = LEARNER_FAMILIES[method]
-  known = {f.name for f in dataclasses.fields(hparams_cls)}
+  spec = method(name)
+  known = {f.name for f in dataclasses.fields(spec.hparams)}
   unknown = sorted(set(hparams) - known)
   if unknown:
-    raise ValueError(f"Unknown hyperparameters for {method}: {', '.join(unknown)}; "
+    raise ValueError(f"Unknown hyperparameters for {name}: {', '.join(unknown)}; "
                      f"valid: {', '.join(sorted(known))}.")
-  return factory(hparams_cls(**hparams), network, classes_per_task)
+  return spec.hparams(**hparams)
+
+
+def make_learner(name: str, hparams: Mapping, context: BuildContext) -> Learner:
+  """Builds method `name` for the run described by `context` (pure functions)."""
+  return method(name).make(make_hparams(name, hparams), context)

@@ -1,20 +1,44 @@
 """The learner protocol and helpers shared by every method.
 
-A learner is three pure functions over an explicit state pytree, in the spirit of
-`optax.GradientTransformation`:
+A method is a `Method`: a frozen hyperparameter dataclass and a factory
+`make(hparams, context) -> Learner`. The factory gets everything it may know
+about the run from a `BuildContext` (network, heads, task and stream sizes, the
+benchmark's preprocessing); nothing comes from globals or the config.
 
-  init(key, example_batch) -> state
-  observe(state, batch, epoch) -> (state, metrics)    # one incoming stream batch
-  predict(state, x, task) -> logits [B, num_outputs]  # masked to the task's head
+A `Learner` is a few pure functions over an explicit state pytree (a NamedTuple
+of arrays), in the spirit of `optax.GradientTransformation`. They are returned
+uncompiled: the runner compiles them inside its programs (and tests may wrap
+them in `chex.assert_max_traces` or `jax.jit` themselves).
 
-`batch` is a `Batch` of B samples of one task; `epoch` is the 0-based pass over the
-current task (some methods fill their replay buffer only in the first one).
-`metrics` always holds 'loss' and 'finite' (False once a NaN/inf appears in the
-loss, gradients, weights or learning rates).
+  init(key, example_batch, **sweep) -> state
+  observe(state, batch, epoch) -> (state, metrics)     # one incoming stream batch
+  predict(state, x, task) -> logits [B, num_outputs]   # masked to the task's head
+  end_task(state, task_x, task_y, task) -> state       # optional, see below
+  summary(state) -> {name: [] array}                   # optional, for results.json
+
+`batch` is a `Batch` of B samples, each with its own task id (the task-by-task
+stream gives one task per batch; the IID stream mixes them). `epoch` is the
+0-based pass over the current stream segment (some methods fill their replay
+buffer only in the first one). `metrics` maps names to [] scalars: 'loss' and
+'finite' (False once a NaN/inf appears in the loss, gradients, weights or
+learning rates) always, plus whatever the learner wants logged; the runner logs
+and writes to TensorBoard every one but 'finite', under the learner's own names.
+
+`sweep` holds the scalars of `Method.sweepable` that a grid varies inside one
+program (as traced [] arrays); a learner keeps them in its state.
+
+`end_task` runs once after the last training step of each task (of each
+evaluation segment, on the IID stream) and before that task's evaluation,
+inside one compiled program, and is covered by checkpoints and exact resume
+like every other step. It sees the task's whole training data preprocessed
+(`context.preprocess`) and not augmented: task_x [N, *input_shape] float32,
+task_y [N] int32, task [] int32.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+import dataclasses
+import math
+from typing import Any, Callable, NamedTuple, Optional, Protocol
 
 import flax.linen as nn
 import jax
@@ -22,15 +46,103 @@ import jax.numpy as jnp
 import optax
 
 from lamaml_jax import heads
+from lamaml_jax.data.benchmark import Augment, Preprocess
 from lamaml_jax.types import Batch, Metrics, Params, PRNGKey
 
+# A learner's state: a pytree of arrays, by convention a NamedTuple whose fields
+# say what it carries (params, learning rates, optimizer states, memories, keys).
 State = Any
 
 
+class InitFn(Protocol):
+  def __call__(self, key: PRNGKey, example: Batch, **sweep: jax.Array) -> State:
+    ...
+
+
+class ObserveFn(Protocol):
+  def __call__(self, state: State, batch: Batch, epoch: jax.Array
+               ) -> tuple[State, Metrics]:
+    ...
+
+
+class PredictFn(Protocol):
+  def __call__(self, state: State, x: jax.Array, task: jax.Array) -> jax.Array:
+    ...
+
+
+class EndTaskFn(Protocol):
+  def __call__(self, state: State, task_x: jax.Array, task_y: jax.Array,
+               task: jax.Array) -> State:
+    ...
+
+
 class Learner(NamedTuple):
-  init: Callable[[PRNGKey, Batch], State]
-  observe: Callable[[State, Batch, jax.Array], tuple[State, Metrics]]
-  predict: Callable[[State, jax.Array, jax.Array], jax.Array]
+  """The pure functions of one method (module docstring)."""
+  init: InitFn
+  observe: ObserveFn
+  predict: PredictFn
+  end_task: Optional[EndTaskFn] = None
+  summary: Optional[Callable[[State], Metrics]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildContext:
+  """What a learner factory knows about the run it is built for.
+
+  Attributes:
+    network: the Flax module (`networks.make_network`).
+    num_outputs: width of its output layer.
+    classes_per_task: logits each task owns (task-incremental heads), or None
+      for one shared head (MNIST).
+    num_tasks: T tasks of the benchmark.
+    samples_per_task: N training samples of a task.
+    batch_size: B samples per incoming stream batch.
+    epochs: passes over each task (over all data on the IID stream).
+    steps_per_task: stream batches of a task, all epochs.
+    input_shape: shape of one preprocessed model input.
+    preprocess: the benchmark's raw -> float32 model input (jittable).
+    augment: the benchmark's training augmentation (None: off), as the stream
+      applies it; a learner that stores augmented inputs may use it.
+  """
+  network: nn.Module
+  num_outputs: int
+  classes_per_task: Optional[int]
+  num_tasks: int
+  samples_per_task: int
+  batch_size: int
+  epochs: int
+  steps_per_task: int
+  input_shape: tuple[int, ...]
+  preprocess: Preprocess = lambda x: x
+  augment: Optional[Augment] = None
+
+
+def no_memory(hparams: Any, context: BuildContext) -> int:
+  del hparams, context
+  return 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+  """A registered method.
+
+  Attributes:
+    hparams: frozen dataclass of its hyperparameters; validates in __post_init__.
+    make: factory (hparams, BuildContext) -> Learner.
+    sweepable: scalars of `hparams` a grid may vary inside one program (passed
+      to `init` as keyword arguments).
+    step_sizes: the hyperparameters named when a run diverges ("lower ...").
+    schedule: the stream it is meant for: 'tasks' (one task after another) or
+      'iid' (all tasks shuffled together: the multi-task upper bound).
+    memory_samples: (hparams, context) -> replay-memory budget in samples, as
+      recorded in results.json (0: keeps no samples).
+  """
+  hparams: type
+  make: Callable[[Any, BuildContext], Learner]
+  sweepable: tuple[str, ...] = ()
+  step_sizes: tuple[str, ...] = ()
+  schedule: str = "tasks"
+  memory_samples: Callable[[Any, BuildContext], int] = no_memory
 
 
 def make_loss(network: nn.Module, classes_per_task: Optional[int]
@@ -42,7 +154,7 @@ def make_loss(network: nn.Module, classes_per_task: Optional[int]
   return loss_fn
 
 
-def make_predict(network: nn.Module, classes_per_task: Optional[int]):
+def make_predict(network: nn.Module, classes_per_task: Optional[int]) -> PredictFn:
   """(state, x, task) -> masked logits, for any state with a `params` field."""
   def predict(state: State, x: jax.Array, task: jax.Array) -> jax.Array:
     logits = network.apply({"params": state.params}, x)
@@ -50,9 +162,11 @@ def make_predict(network: nn.Module, classes_per_task: Optional[int]):
   return predict
 
 
-def clip_by_global_norm(tree: Params, max_norm: float) -> Params:
+def clip_by_global_norm(tree: Params, max_norm: Optional[float]) -> Params:
   """Scales `tree` so that its global L2 norm is at most `max_norm` (torch's
-  `clip_grad_norm_`, up to its 1e-6 epsilon)."""
+  `clip_grad_norm_`, up to its 1e-6 epsilon); None leaves it unclipped."""
+  if max_norm is None:
+    return tree
   clip = optax.clip_by_global_norm(max_norm)
   return clip.update(tree, clip.init(tree))[0]
 
@@ -72,8 +186,22 @@ def concat_batches(*batches: Batch) -> Batch:
   return jax.tree_util.tree_map(lambda *xs: jnp.concatenate(xs, axis=0), *batches)
 
 
+def sgd_step(params: Params, grads: Params, lr: jax.Array) -> Params:
+  """θ ← θ − lr g (plain SGD: no momentum, no weight decay, as the official code)."""
+  return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
+
+
 def check_positive(name: str, value: float, allow_zero: bool = True) -> None:
-  """Raises ValueError naming a negative (or zero, if disallowed) hyperparameter."""
-  if value is None or value < 0 or (value == 0 and not allow_zero):
+  """Raises ValueError naming a non-finite, negative (or zero, if disallowed)
+  hyperparameter."""
+  ok = value is not None and math.isfinite(value) and (
+      value > 0 or (allow_zero and value == 0))
+  if not ok:
     bound = ">= 0" if allow_zero else "> 0"
-    raise ValueError(f"{name} must be {bound}, got {value!r}.")
+    raise ValueError(f"{name} must be a finite number {bound}, got {value!r}.")
+
+
+def check_at_least(name: str, value: int, low: int) -> None:
+  """Raises ValueError naming an integer hyperparameter below `low`."""
+  if value is None or int(value) != value or value < low:
+    raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")

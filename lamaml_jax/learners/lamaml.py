@@ -1,4 +1,4 @@
-"""La-MAML and its variants from one implementation (paper §4-5, DESIGN §2).
+"""La-MAML and its variants from one implementation (paper §4-5, appendix B).
 
 | method  | α learned | weight step                         | meta-loss | replay push        |
 |---------|-----------|-------------------------------------|-----------|--------------------|
@@ -26,7 +26,6 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal, NamedTuple, Optional
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
@@ -37,7 +36,7 @@ from lamaml_jax import replay as replay_lib
 from lamaml_jax.learners import base
 from lamaml_jax.types import Batch, Params, PRNGKey
 
-METHODS = ("lamaml", "sync", "cmaml", "laer")
+VARIANTS = ("lamaml", "sync", "cmaml", "laer")
 SWEEPABLE = ("alpha_init", "opt_lr", "opt_wt")
 
 
@@ -69,10 +68,14 @@ class LaMAMLHparams:
       it aliases the two).
     push_every_call: push every stream batch after the update (ER, La-ER) instead
       of only during the first glance of the first epoch.
+    reservoir_inclusive_randint: the official reservoir's off-by-one slot draw
+      (`replay` module docstring); False: exact reservoir sampling.
+    replay_with_replacement: draw replay samples with replacement (official);
+      False: without.
     scan_unroll: unroll of the inner `lax.scan`; 0 unrolls it fully (see
       `LookaheadOptions.unroll`).
     mlp_fast_path: compute first-order meta-gradients of an MLP with
-      `mlp_lookahead` (same numbers, about 1.4x faster on CPU) where it applies:
+      `mlp_lookahead` (same numbers, faster on CPU: BUILD.md) where it applies:
       first order, mean meta-loss, no inner clamp, single-sample inner slices.
   """
   alpha_init: float = 0.15
@@ -92,6 +95,8 @@ class LaMAMLHparams:
   memory_size: int = 200
   use_old_task_memory: bool = False
   push_every_call: bool = False
+  reservoir_inclusive_randint: bool = False
+  replay_with_replacement: bool = False
   scan_unroll: int = 0
   mlp_fast_path: bool = True
 
@@ -101,8 +106,7 @@ class LaMAMLHparams:
     base.check_positive("opt_wt", self.opt_wt)
     base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
     for name in ("glances", "inner_steps", "memory_size"):
-      if int(getattr(self, name)) < 1:
-        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}.")
+      base.check_at_least(name, getattr(self, name), 1)
     if self.replay_batch_size < 0:
       raise ValueError(f"replay_batch_size must be >= 0, got {self.replay_batch_size!r}.")
     if self.replay_batch_size > self.memory_size:
@@ -134,7 +138,7 @@ def preset(method: str) -> dict:
                    meta_loss="last", push_every_call=True),
   }
   if method not in presets:
-    raise ValueError(f"Unknown La-MAML variant {method!r}; choose one of {METHODS}.")
+    raise ValueError(f"Unknown La-MAML variant {method!r}; choose one of {VARIANTS}.")
   return presets[method]
 
 
@@ -156,9 +160,9 @@ class LaMAMLState(NamedTuple):
   key: PRNGKey
 
 
-def make(hp: LaMAMLHparams, network: nn.Module,
-         classes_per_task: Optional[int]) -> base.Learner:
-  """Builds the learner; `observe` and `predict` are jit-compiled."""
+def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
+  """Builds the learner (pure functions; the runner compiles them)."""
+  network, classes_per_task = context.network, context.classes_per_task
   loss_fn = base.make_loss(network, classes_per_task)
   options = hp.lookahead_options
   sgd = optax.inject_hyperparams(optax.sgd)
@@ -238,17 +242,20 @@ def make(hp: LaMAMLHparams, network: nn.Module,
     # done; the buffer itself is written once, after the glances.
     if not hp.push_every_call:
       pushed = jax.tree_util.tree_map(lambda a: a[perms[0]], batch)
-      push_slots = replay_lib.reservoir_slots(state.memory, push_key, pushed.weight)
+      push_slots = replay_lib.reservoir_slots(
+          state.memory, push_key, pushed.weight, hp.reservoir_inclusive_randint)
 
     def replay_batch(index, scores):
       if hp.push_every_call:  # pushed after the glances
-        sample = replay_lib.sample_by_scores(state.memory, scores, hp.replay_batch_size)
+        sample = replay_lib.sample_by_scores(state.memory, scores, hp.replay_batch_size,
+                                             hp.replay_with_replacement)
       else:
         sample = replay_lib.sample_after_write(
             state.memory, push_slots, pushed, (epoch == 0) & (index > 0), scores,
-            hp.replay_batch_size)
+            hp.replay_batch_size, hp.replay_with_replacement)
       if hp.use_old_task_memory:  # tasks after the first replay the snapshot
-        old = replay_lib.sample_by_scores(old_memory, scores, hp.replay_batch_size)
+        old = replay_lib.sample_by_scores(old_memory, scores, hp.replay_batch_size,
+                                          hp.replay_with_replacement)
         sample = base.tree_select(task > 0, old, sample)
       return sample
 
@@ -264,7 +271,8 @@ def make(hp: LaMAMLHparams, network: nn.Module,
                                (jnp.arange(hp.glances), perms, replay_scores))
     params, lrs, lr_opt_state, wt_opt_state = carry
     if hp.push_every_call:
-      memory = replay_lib.add(state.memory, push_key, batch)
+      memory = replay_lib.add(state.memory, push_key, batch,
+                              hp.reservoir_inclusive_randint)
     else:
       memory = replay_lib.write(state.memory, push_slots, pushed, offered=epoch == 0)
     new_state = LaMAMLState(
@@ -277,5 +285,31 @@ def make(hp: LaMAMLHparams, network: nn.Module,
                "finite": base.all_finite(outs["loss"], params, lrs)}
     return new_state, metrics
 
-  return base.Learner(init=init, observe=jax.jit(observe),
-                      predict=jax.jit(base.make_predict(network, classes_per_task)))
+  def summary(state: LaMAMLState) -> dict:
+    return {"meta_updates": state.step}
+
+  return base.Learner(init=init, observe=observe,
+                      predict=base.make_predict(network, classes_per_task),
+                      summary=summary)
+
+
+def _memory_samples(hp: LaMAMLHparams, context: base.BuildContext) -> int:
+  del context
+  return hp.memory_size
+
+
+def _method(variant: str) -> base.Method:
+  """Each variant is `LaMAMLHparams` with its preset's defaults."""
+  defaults = preset(variant)
+  hparams = dataclasses.make_dataclass(
+      f"{variant.capitalize()}Hparams",
+      [(k, type(v), dataclasses.field(default=v)) for k, v in defaults.items()],
+      bases=(LaMAMLHparams,), frozen=True)
+  hparams.__doc__ = f"`LaMAMLHparams` with {variant}'s preset {defaults}."
+  step_sizes = ("alpha_init",) + (("opt_lr",) if defaults["learn_lr"] else ()) + (
+      ("opt_wt",) if defaults["sync_update"] else ()) + ("grad_clip_norm",)
+  return base.Method(hparams=hparams, make=make, sweepable=SWEEPABLE,
+                     step_sizes=step_sizes, memory_samples=_memory_samples)
+
+
+METHODS = {variant: _method(variant) for variant in VARIANTS}

@@ -75,7 +75,8 @@ def test_unknown_name_lists_valid_names():
   assert set(BENCHMARKS) == {
       "mnist5k_rotations", "mnist5k_permutations", "mnist5k_many_permutations",
       "mnist_rotations", "mnist_permutations", "mnist_many_permutations",
-      "cifar100", "tinyimagenet", "synthetic_cifar100", "synthetic_tinyimagenet"}
+      "mnist5k_split", "cifar100", "tinyimagenet", "synthetic_cifar100",
+      "synthetic_tinyimagenet"}
 
 
 @pytest.mark.parametrize("policy", [tfds.testing.MockPolicy.AUTO,
