@@ -25,6 +25,8 @@ from typing import Callable, Mapping, Optional
 import ml_collections
 from ml_collections import config_dict
 
+from lamaml_jax import learners
+
 MNIST = ("mnist5k_rotations", "mnist5k_permutations", "mnist5k_many_permutations",
          "mnist_rotations", "mnist_permutations", "mnist_many_permutations")
 IMAGES = ("cifar100", "tinyimagenet")
@@ -84,7 +86,7 @@ def run_config(method: str, dataset: str, setting: str, source: str
   # 'tasks': one task after another; 'iid': all tasks shuffled together
   # (lamaml_jax/schedules.py), with the official loader's batch composition
   # (iid_tasks_per_batch, 0: off) and epoch length (iid_steps_per_epoch, 0: a pass).
-  c.stream = "tasks"
+  c.stream = learners.method(method).schedule
   c.iid_tasks_per_batch = 0
   c.iid_steps_per_epoch = 0
   # Class order of the task-incremental splits: 'numpy' (np.random.default_rng)
@@ -106,6 +108,11 @@ def run_config(method: str, dataset: str, setting: str, source: str
     c.augment = True
     c.epochs = 10 if setting == "multi_pass" else 1
   return c
+
+
+def mnist_cells() -> list[Key]:
+  """The (family, setting) keys of the three MNIST streams (single pass)."""
+  return [(f, "single_pass") for f in MNIST_FAMILIES]
 
 
 def _lookup(table: Mapping[Key, dict], key: Key) -> dict:

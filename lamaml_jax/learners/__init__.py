@@ -8,11 +8,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from lamaml_jax.learners import er
+from lamaml_jax.learners import ewc
+from lamaml_jax.learners import iid
 from lamaml_jax.learners import lamaml
+from lamaml_jax.learners import online
 from lamaml_jax.learners.base import BuildContext, Learner, Method
 
 REGISTRY: dict[str, Method] = {
-    **lamaml.METHODS,
+    **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **iid.METHODS,
 }
 METHODS = tuple(REGISTRY)
 
