@@ -43,6 +43,20 @@ def parse_grid(text: str, sweepable: Sequence[str]) -> dict[str, list[float]]:
   return grid
 
 
+def parse_seeds(text: str) -> list[int]:
+  """'0-4' -> [0, 1, 2, 3, 4]; '1,5' -> [1, 5] (launchers' --seeds)."""
+  seeds = []
+  for part in text.split(","):
+    if "-" in part:
+      lo, hi = part.split("-")
+      seeds.extend(range(int(lo), int(hi) + 1))
+    elif part.strip():
+      seeds.append(int(part))
+  if not seeds:
+    raise ValueError(f"No seeds in {text!r}.")
+  return seeds
+
+
 def make_members(seed: int, num_seeds: int, grid: dict[str, list[float]]) -> list[dict]:
   """[{'seed': s, name: value, ...}] for every grid combination and seed."""
   if num_seeds < 1:

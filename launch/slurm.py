@@ -20,6 +20,7 @@ from absl import app
 from absl import flags
 
 import configs
+from lamaml_jax import members
 
 METHODS = flags.DEFINE_list("methods", ["lamaml"], "Methods.")
 DATASETS = flags.DEFINE_list("datasets", ["cifar100"], "Datasets.")
@@ -33,20 +34,6 @@ GPUS = flags.DEFINE_integer("gpus", 1, "GPUs per job (0: CPU only).")
 CPUS = flags.DEFINE_integer("cpus", 4, "CPUs per job.")
 HOURS = flags.DEFINE_integer("hours", 12, "Time limit in hours.")
 SETUP = flags.DEFINE_string("setup", "", "Shell lines run before the job (module load...).")
-
-
-def parse_seeds(text: str) -> list[int]:
-  """'0-4' -> [0, 1, 2, 3, 4]; '1,5' -> [1, 5]."""
-  seeds = []
-  for part in text.split(","):
-    if "-" in part:
-      lo, hi = part.split("-")
-      seeds.extend(range(int(lo), int(hi) + 1))
-    elif part.strip():
-      seeds.append(int(part))
-  if not seeds:
-    raise ValueError(f"No seeds in {text!r}.")
-  return seeds
 
 
 def job_script(method, dataset, setting, seed, extra, *, runs, data_dir, partition,
@@ -81,7 +68,7 @@ def main(argv):
   os.makedirs(OUT.value, exist_ok=True)
   names = []
   for method, dataset, setting, seed in itertools.product(
-      METHODS.value, DATASETS.value, SETTINGS.value, parse_seeds(SEEDS.value)):
+      METHODS.value, DATASETS.value, SETTINGS.value, members.parse_seeds(SEEDS.value)):
     name, text = job_script(method, dataset, setting, seed, extra, runs=RUNS.value,
                             data_dir=DATA_DIR.value, partition=PARTITION.value,
                             gpus=GPUS.value, cpus=CPUS.value, hours=HOURS.value,

@@ -5,15 +5,16 @@ import sys
 
 import pytest
 
+from lamaml_jax import members
 from launch import slurm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_parse_seeds():
-  assert slurm.parse_seeds("0-2,7") == [0, 1, 2, 7]
+  assert members.parse_seeds("0-2,7") == [0, 1, 2, 7]
   with pytest.raises(ValueError):
-    slurm.parse_seeds(",")
+    members.parse_seeds(",")
 
 
 def test_job_script_runs_the_cell_in_its_own_workdir():
