@@ -106,6 +106,9 @@ def run_config(method: str, dataset: str, setting: str, source: str
   # or 'official' (Python's random.seed(seed); random.shuffle: the official run's
   # task compositions, seed for seed).
   c.class_order = "numpy"
+  # Split benchmarks: 'task' (task-incremental heads, the paper's) or
+  # 'class_incremental' (one head over every class seen so far; lamaml_jax/heads.py).
+  c.heads = "task"
   c.batch_size = 10
   c.eval_batch_size = 1000
   c.steps_per_program = 0       # 0: a whole task per compiled program

@@ -239,16 +239,21 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def make_eval_program(learner: Learner, preprocess: Preprocess,
-                      eval_batch_size: int, batching: str = "vmap") -> Callable:
-  """Returns `evaluate(state, test_x [T, M, ...], test_y [T, M]) -> correct [T]`.
+                      eval_batch_size: int, batching: str = "vmap",
+                      class_incremental: bool = False) -> Callable:
+  """Returns `evaluate(state, test_x [T, M, ...], test_y [T, M], seen) -> correct [T]`.
 
   Mapped over a leading member axis of state, test_x and test_y (-> [members, T]).
 
   Each task's samples are scored on that task's head, in chunks of the largest
   divisor of M not above `eval_batch_size`; the result counts correct answers
-  (int32), so accuracies divided on the host are exact fractions.
+  (int32), so accuracies divided on the host are exact fractions. `seen` ([]
+  int32) is the number of tasks trained so far: with `class_incremental` heads,
+  task j is predicted over the classes of tasks 0..max(j, seen - 1), i.e. every
+  class seen (`heads`); task-incremental heads ignore it.
   """
-  def evaluate(state: State, test_x: jax.Array, test_y: jax.Array) -> jax.Array:
+  def evaluate(state: State, test_x: jax.Array, test_y: jax.Array,
+               seen: jax.Array) -> jax.Array:
     m = test_x.shape[1]
     chunk = largest_divisor_at_most(m, eval_batch_size)
 
@@ -256,9 +261,10 @@ def make_eval_program(learner: Learner, preprocess: Preprocess,
       x, y, t = args
       x = x.reshape((m // chunk, chunk, *x.shape[1:]))
       y = y.reshape((m // chunk, chunk))
+      head = jnp.maximum(t, seen - 1) if class_incremental else t
 
       def correct(xy):
-        logits = learner.predict(state, preprocess(xy[0]), t)
+        logits = learner.predict(state, preprocess(xy[0]), head)
         return jnp.sum(jnp.argmax(logits, -1) == xy[1], dtype=jnp.int32)
 
       return jnp.sum(jax.lax.map(correct, (x, y)))
@@ -266,4 +272,8 @@ def make_eval_program(learner: Learner, preprocess: Preprocess,
     tasks = jnp.arange(test_x.shape[0], dtype=jnp.int32)
     return jax.lax.map(task_accuracy, (test_x, test_y, tasks))
 
-  return jax.jit(over_members(evaluate, batching))
+  def evaluate_members(state, test_x, test_y, seen):
+    return over_members(lambda s, x, y: evaluate(s, x, y, seen), batching)(
+        state, test_x, test_y)
+
+  return jax.jit(evaluate_members)

@@ -156,6 +156,9 @@ class Parts:
 def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
                   schedule) -> BuildContext:
   """The `BuildContext` a learner of this run is made for."""
+  if config.get("heads", "task") not in ("task", "class_incremental"):
+    raise ValueError(f"heads must be 'task' or 'class_incremental', got "
+                     f"{config.heads!r}.")
   network = networks.make_network(config.arch, benchmark.num_outputs)
   example = jax.eval_shape(benchmark.preprocess, jax.ShapeDtypeStruct(
       (1, *benchmark.input_shape), benchmark.train_x.dtype))
@@ -165,7 +168,8 @@ def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
       samples_per_task=benchmark.samples_per_task, batch_size=config.batch_size,
       epochs=config.epochs, steps_per_task=schedule.steps(0),
       input_shape=tuple(example.shape[1:]), preprocess=benchmark.preprocess,
-      augment=benchmark.augment if config.augment else None)
+      augment=benchmark.augment if config.augment else None,
+      class_incremental=config.get("heads", "task") == "class_incremental")
 
 
 def make_schedule(config: ml_collections.ConfigDict, benchmark: Benchmark):
@@ -203,7 +207,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
                                           context.augment, batching,
                                           _train_compiler_options())
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
-                                            config.eval_batch_size, batching)
+                                            config.eval_batch_size, batching,
+                                            context.class_incremental)
   end_task = task_program.make_end_task_program(learner, benchmark.preprocess, batching)
   return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
                evaluate, end_task)
@@ -476,9 +481,11 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   if with_val:
     eval_sets.append((stacked(lambda b: b.val_x), stacked(lambda b: b.val_y)))
 
-  def accuracy(state) -> list[np.ndarray]:
-    """[M, T] test accuracies (and validation accuracies, if any)."""
-    return [np.asarray(jax.device_get(parts.evaluate(state, x, y))) / y.shape[2]
+  def accuracy(state, seen: int) -> list[np.ndarray]:
+    """[M, T] test accuracies (and validation accuracies, if any) after `seen`
+    segments; the IID stream has seen every task's classes from the start."""
+    seen = jax.device_put(np.int32(num_segments if schedule.kind == "iid" else seen))
+    return [np.asarray(jax.device_get(parts.evaluate(state, x, y, seen))) / y.shape[2]
             for x, y in eval_sets]
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
@@ -494,7 +501,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
                  latest, progress.task, progress.step)
   else:
     progress = Progress.start(num_members, num_segments, with_val)
-    rows = accuracy(state)
+    rows = accuracy(state, 0)
     progress.acc[:, 0] = rows[0]
     if with_val:
       progress.val_acc[:, 0] = rows[1]
@@ -568,7 +575,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
           last_save = time.time()
       if parts.end_task is not None:
         state = parts.end_task(state, x, y, jax.device_put(np.int32(t)))
-      rows = accuracy(state)
+      rows = accuracy(state, t + 1)
       for r in rows:
         r[progress.diverged >= 0] = np.nan
       progress.acc[:, t + 1] = rows[0]

@@ -175,3 +175,22 @@ def test_schedule_options_are_checked():
   with pytest.raises(ValueError, match="tasks_per_batch=3 must divide"):
     schedules.make_schedule("iid", num_tasks=4, samples_per_task=10, batch_size=8,
                             epochs=1, tasks_per_batch=3)
+
+
+def test_class_incremental_heads_expose_forgetting_on_the_split_benchmark(tmp_path):
+  """Online SGD on mnist5k_split: with each task's own 2-way head, old tasks stay
+  far above chance; over one head of every class seen, the last task's classes
+  take over (the usual class-incremental collapse)."""
+  def run(heads, name):
+    config = configs.get_config("online", "mnist5k_split")
+    config.num_tasks, config.samples_per_task, config.heads = 3, 300, heads
+    config.learner.lr = 0.05
+    return np.array(train.run(config, str(tmp_path / name))["accuracy_matrix"])
+
+  task_inc, class_inc = run("task", "task"), run("class_incremental", "class")
+  assert task_inc[2, 0] > 0.75 and class_inc[2, 0] < 0.3
+  assert class_inc[2, 2] > 0.75  # the newest task is learnt either way
+  with pytest.raises(ValueError, match="class-incremental head needs a split"):
+    config = configs.get_config("online", "mnist5k_rotations")
+    config.heads = "class_incremental"
+    train.build(config)

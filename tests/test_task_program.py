@@ -45,16 +45,17 @@ def test_a_whole_task_runs_without_host_transfers():
   tasks = stack(lambda b: np.zeros(b.samples_per_task, np.int32))
   test_x, test_y = stack(lambda b: b.test_x), stack(lambda b: b.test_y)
   task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
+  seen = jax.device_put(np.int32(1))
   # Compile first (compilation itself moves constants); then run guarded.
   state, keys = train.init_members(learner, members, example)
   state, _ = train_fn(state, task_x, task_y, tasks, task, keys, start,
                       num_steps=spec.steps_per_task)  # donates its state argument
-  evaluate(state, test_x, test_y)
+  evaluate(state, test_x, test_y, seen)
   state, keys = train.init_members(learner, members, example)
   with jax.transfer_guard("disallow"):
     state, metrics = train_fn(state, task_x, task_y, tasks, task, keys, start,
                               num_steps=spec.steps_per_task)
-    correct = evaluate(state, test_x, test_y)
+    correct = evaluate(state, test_x, test_y, seen)
   assert metrics["loss"].shape == (2, spec.steps_per_task)  # 2 epochs x 5 batches
   assert correct.shape == (2, 2) and int(jax.device_get(correct).max()) <= test_y.shape[2]
 
@@ -72,7 +73,42 @@ def test_evaluation_counts_correct_answers():
   x = jnp.stack([y[0], jnp.array([0, 1, 0, 1, 0, 1])])[..., None]
   state = jnp.zeros((1,))  # one member
   np.testing.assert_array_equal(
-      evaluate(state, x[None].astype(jnp.float32), y[None]), [[6, 3]])
+      evaluate(state, x[None].astype(jnp.float32), y[None], jnp.int32(2)), [[6, 3]])
+
+
+def test_class_incremental_evaluation_masks_to_every_class_seen():
+  """A model whose logits favour class 5 (task 2's, C = 2) above all, then class
+  2t for inputs of task t: task-incremental heads never offer class 5 to tasks 0
+  and 1; class-incremental heads do once task 2 has been trained."""
+  from lamaml_jax import heads  # pylint: disable=g-import-not-at-top
+
+  def make(incremental):
+    layout = heads.Heads(2, incremental)
+
+    class Model:
+      @staticmethod
+      def predict(state, x, task):
+        del state
+        logits = jnp.zeros((x.shape[0], 6)).at[:, 5].set(10.0)
+        logits = logits.at[jnp.arange(x.shape[0]), (2 * x[:, 0]).astype(jnp.int32)].set(1.0)
+        return heads.mask_logits(logits, task, layout)
+    return task_program.make_eval_program(Model, lambda a: a, 4,
+                                          class_incremental=incremental)
+
+  y = jnp.array([[0, 0], [2, 2], [4, 4]], jnp.int32)
+  x = jnp.array([[0, 0], [1, 1], [2, 2]], jnp.float32)[..., None][None]
+  # Task-incremental: tasks 0, 1 right on their own heads, whatever was seen;
+  # task 2's own head holds class 5, which wins.
+  np.testing.assert_array_equal(make(False)(jnp.zeros((1,)), x, y[None], jnp.int32(3)),
+                                [[2, 2, 0]])
+  inc = make(True)
+  # After task 1: tasks 0, 1 compete over classes 0-3 (no 5): right; task 2 is
+  # scored over classes 0-5 and class 5 wins.
+  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], jnp.int32(2)),
+                                [[2, 2, 0]])
+  # After task 2: class 5 is seen and wins everywhere.
+  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], jnp.int32(3)),
+                                [[0, 0, 0]])
 
 
 class _CountingProgram:

@@ -103,6 +103,8 @@ class BuildContext:
     preprocess: the benchmark's raw -> float32 model input (jittable).
     augment: the benchmark's training augmentation (None: off), as the stream
       applies it; a learner that stores augmented inputs may use it.
+    class_incremental: split benchmarks scored on one head over every class
+      seen so far instead of each task's own (`heads`).
   """
   network: nn.Module
   num_outputs: int
@@ -115,6 +117,12 @@ class BuildContext:
   input_shape: tuple[int, ...]
   preprocess: Preprocess = lambda x: x
   augment: Optional[Augment] = None
+  class_incremental: bool = False
+
+  @property
+  def heads(self) -> heads.Heads:
+    """The head layout the losses and `predict` mask logits with."""
+    return heads.Heads(self.classes_per_task, self.class_incremental)
 
 
 def no_memory(hparams: Any, context: BuildContext) -> int:
@@ -145,7 +153,7 @@ class Method:
   memory_samples: Callable[[Any, BuildContext], int] = no_memory
 
 
-def make_loss(network: nn.Module, classes_per_task: Optional[int]
+def make_loss(network: nn.Module, classes_per_task: heads.Layout
               ) -> Callable[[Params, Batch], jax.Array]:
   """(params, batch) -> weighted mean cross-entropy on each sample's own head."""
   def loss_fn(params: Params, batch: Batch) -> jax.Array:
@@ -154,7 +162,7 @@ def make_loss(network: nn.Module, classes_per_task: Optional[int]
   return loss_fn
 
 
-def make_predict(network: nn.Module, classes_per_task: Optional[int]) -> PredictFn:
+def make_predict(network: nn.Module, classes_per_task: heads.Layout) -> PredictFn:
   """(state, x, task) -> masked logits, for any state with a `params` field."""
   def predict(state: State, x: jax.Array, task: jax.Array) -> jax.Array:
     logits = network.apply({"params": state.params}, x)

@@ -67,7 +67,7 @@ class ERState(NamedTuple):
 
 def make(hp: ERHparams, context: base.BuildContext) -> base.Learner:
   """Builds the learner (pure functions; the runner compiles them)."""
-  network, classes_per_task = context.network, context.classes_per_task
+  network, layout = context.network, context.heads
   num_replay = hp.replay_batch_size
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> ERState:
@@ -91,8 +91,8 @@ def make(hp: ERHparams, context: base.BuildContext) -> base.Learner:
                                            hp.replay_with_replacement)
       joined = base.concat_batches(replay, batch)
       logits = network.apply({"params": params}, joined.x)
-      replay_loss = heads.cross_entropy(logits[:num_replay], replay, classes_per_task)
-      return heads.cross_entropy(logits, joined, classes_per_task), {
+      replay_loss = heads.cross_entropy(logits[:num_replay], replay, layout)
+      return heads.cross_entropy(logits, joined, layout), {
           "replay_loss": replay_loss}  # 0 while the buffer is empty
 
     params, metrics = online.sgd_glances(glance_loss, state.params, state.lr,
@@ -104,7 +104,7 @@ def make(hp: ERHparams, context: base.BuildContext) -> base.Learner:
     return new_state, metrics
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, classes_per_task),
+                      predict=base.make_predict(network, layout),
                       summary=online.summary)
 
 

@@ -111,8 +111,8 @@ def chunked(batch: Batch, chunk: int) -> Batch:
 
 def make(hp: EWCHparams, context: base.BuildContext) -> base.Learner:
   """Builds the learner (pure functions; the runner compiles them)."""
-  network, classes_per_task = context.network, context.classes_per_task
-  loss_fn = base.make_loss(network, classes_per_task)
+  network, layout = context.network, context.heads
+  loss_fn = base.make_loss(network, layout)
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> EWCState:
     values = online.sweep_values(hp, sweep, SWEEPABLE)
@@ -177,7 +177,7 @@ def make(hp: EWCHparams, context: base.BuildContext) -> base.Learner:
     return {**online.summary(state), "consolidated_tasks": state.tasks}
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, classes_per_task),
+                      predict=base.make_predict(network, layout),
                       end_task=end_task, summary=summary)
 
 

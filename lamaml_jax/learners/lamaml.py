@@ -162,8 +162,8 @@ class LaMAMLState(NamedTuple):
 
 def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
   """Builds the learner (pure functions; the runner compiles them)."""
-  network, classes_per_task = context.network, context.classes_per_task
-  loss_fn = base.make_loss(network, classes_per_task)
+  network, layout = context.network, context.heads
+  loss_fn = base.make_loss(network, layout)
   options = hp.lookahead_options
   sgd = optax.inject_hyperparams(optax.sgd)
   lr_tx, wt_tx = sgd(learning_rate=hp.opt_lr), sgd(learning_rate=hp.opt_wt)
@@ -198,7 +198,7 @@ def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
     if hp.mlp_fast_path and mlp_lookahead.applicable(network, options, slice_size):
       stream_offset = meta_batch.y.shape[0] - hp.inner_steps * slice_size
       return mlp_lookahead.meta_gradients(
-          params, lrs, inner, meta_batch, options, classes_per_task,
+          params, lrs, inner, meta_batch, options, layout,
           wrt_lrs=hp.learn_lr, stream_offset=stream_offset)
     return lookahead.meta_gradients(loss_fn, params, lrs, inner, meta_batch, options,
                                     wrt_lrs=hp.learn_lr)
@@ -289,7 +289,7 @@ def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
     return {"meta_updates": state.step}
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, classes_per_task),
+                      predict=base.make_predict(network, layout),
                       summary=summary)
 
 

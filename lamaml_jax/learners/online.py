@@ -101,8 +101,8 @@ def summary(state) -> Metrics:
 
 def make(hp: OnlineHparams, context: base.BuildContext) -> base.Learner:
   """Builds the learner (pure functions; the runner compiles them)."""
-  network, classes_per_task = context.network, context.classes_per_task
-  loss_fn = base.make_loss(network, classes_per_task)
+  network, layout = context.network, context.heads
+  loss_fn = base.make_loss(network, layout)
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> OnlineState:
     values = sweep_values(hp, sweep, SWEEPABLE)
@@ -117,7 +117,7 @@ def make(hp: OnlineHparams, context: base.BuildContext) -> base.Learner:
     return state._replace(params=params, step=state.step + hp.glances), metrics
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, classes_per_task),
+                      predict=base.make_predict(network, layout),
                       summary=summary)
 
 
