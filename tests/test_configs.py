@@ -16,7 +16,8 @@ CONFIG_FILES = tuple(learners.METHODS)
 # Cells per method: 6 MNIST streams (3 full, 3 mnist5k stand-ins), mnist5k_split
 # and the image benchmarks' settings the paper has for it.
 CELL_COUNTS = {"lamaml": 7 + 4, "sync": 7 + 4, "cmaml": 7 + 4, "laer": 7 + 4,
-               "online": 7, "ewc": 7, "er": 7 + 4, "iid": 7 + 2}
+               "online": 7, "ewc": 7, "er": 7 + 4, "gem": 7 + 4, "agem": 7 + 4,
+               "iid": 7 + 2}
 
 
 def cells():

@@ -8,15 +8,18 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from lamaml_jax.learners import agem
 from lamaml_jax.learners import er
 from lamaml_jax.learners import ewc
+from lamaml_jax.learners import gem
 from lamaml_jax.learners import iid
 from lamaml_jax.learners import lamaml
 from lamaml_jax.learners import online
 from lamaml_jax.learners.base import BuildContext, Learner, Method
 
 REGISTRY: dict[str, Method] = {
-    **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **iid.METHODS,
+    **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **gem.METHODS,
+    **agem.METHODS, **iid.METHODS,
 }
 METHODS = tuple(REGISTRY)
 

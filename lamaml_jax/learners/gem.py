@@ -1,0 +1,217 @@
+"""GEM (Lopez-Paz & Ranzato, 2017) as the official La-MAML code runs it
+(BASELINES.md §2), and the episodic-memory learner A-GEM shares with it.
+
+One `observe` call on B samples of task t (the stream gives one task per batch):
+  glance 0 writes the batch into memory[t] (`episodic_memory.write`); then per glance
+  1. G [T, P]: row k = flat ∇θ CE(memory[k]; head k), clipped to `grad_clip_norm`
+     if `clip_memory_grads` (the official code; the original GEM does not), for
+     past tasks k < t with a filled row; 0 for the other rows. All T at once (vmap).
+  2. g = clip(∇θ CE(batch)) on each sample's head.
+  3. if G_k·g < 0 for some k: v = argmin_{v ≥ margin} ½vᵀ(GGᵀ + εI)v + (Gg)ᵀv
+     (`qp.solve_box_qp`; a zero row of G decouples and its v_k = margin multiplies
+     nothing), g ← Gᵀv + g (not re-clipped); else g is left as it is.
+  4. θ ← θ − lr g.
+Since the current task's memory is never among the past ones, writing it once
+before the glances equals the official write inside glance 0. Metrics (of the last
+glance): 'loss' (the batch's, before its step), 'finite', 'violations' (past tasks
+with G_k·g < 0), 'projected' (0/1) and 'qp_residual' (`qp.BoxQPSolution`).
+
+Shared with A-GEM: `EpisodicHparams`, `EpisodicState`, `make_episodic` (memory,
+glances, clipped gradient, SGD step and metrics around a method's `Correction`),
+`past_tasks` and `task_gradients`.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from lamaml_jax import episodic_memory
+from lamaml_jax import qp
+from lamaml_jax.learners import base
+from lamaml_jax.types import Batch, Params, PRNGKey
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+LossFn = Callable[[Params, Batch], jax.Array]
+# (memory loss, params, memory, current task [], clipped flat gradient g [P])
+#   -> (corrected g [P], metrics)
+Correction = Callable[[LossFn, Params, episodic_memory.EpisodicMemory, jax.Array,
+                       jax.Array], tuple[jax.Array, dict]]
+
+
+def check_bool(name: str, value) -> None:
+  """Raises ValueError naming a hyperparameter that is not a bool."""
+  if not isinstance(value, bool):
+    raise ValueError(f"{name} must be True or False, got {value!r}.")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpisodicHparams:
+  """Hyperparameters of every episodic-memory method.
+
+  Attributes:
+    lr: SGD step size (sweepable).
+    glances: SGD steps per incoming batch.
+    n_memories: memory rows per task.
+    grad_clip_norm: global-norm clip of the current batch's gradient (None: off).
+    shared_pointer: the official ring pointer shared by all tasks
+      (`episodic_memory`); False: one per task, starting at row 0.
+  """
+  lr: float = 0.03
+  glances: int = 1
+  n_memories: int = 10
+  grad_clip_norm: Optional[float] = 2.0
+  shared_pointer: bool = False
+
+  def __post_init__(self):
+    base.check_positive("lr", self.lr)
+    base.check_at_least("glances", self.glances, 1)
+    base.check_at_least("n_memories", self.n_memories, 1)
+    if self.grad_clip_norm is not None:
+      base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
+    check_bool("shared_pointer", self.shared_pointer)
+
+
+@dataclasses.dataclass(frozen=True)
+class GEMHparams(EpisodicHparams):
+  """`EpisodicHparams` and:
+
+  Attributes:
+    memory_strength: the margin: lower bound of the dual variables v.
+    qp_epsilon: ε added to the diagonal of GGᵀ.
+    clip_memory_grads: clip each past task's memory gradient to grad_clip_norm
+      (official); False: raw gradients (the original GEM).
+    qp_iterations: Newton iterations of the QP solver (static).
+  """
+  memory_strength: float = 0.5
+  qp_epsilon: float = 1e-3
+  clip_memory_grads: bool = True
+  qp_iterations: int = 20
+
+  def __post_init__(self):
+    super().__post_init__()
+    base.check_positive("memory_strength", self.memory_strength)
+    base.check_positive("qp_epsilon", self.qp_epsilon)
+    check_bool("clip_memory_grads", self.clip_memory_grads)
+    base.check_at_least("qp_iterations", self.qp_iterations, 1)
+
+
+class EpisodicState(NamedTuple):
+  """params: network weights; memory: the task memories; lr: [] SGD step size."""
+  params: Params
+  memory: episodic_memory.EpisodicMemory
+  lr: jax.Array
+
+
+def past_tasks(memory: episodic_memory.EpisodicMemory, task: jax.Array,
+               first: int = 0) -> jax.Array:
+  """[T] bool: first ≤ k < task and memory[k] has a filled row."""
+  k = jnp.arange(memory.y.shape[0])
+  return (k >= first) & (k < task) & jnp.any(memory.valid, axis=1)
+
+
+def task_gradients(memory_loss: LossFn, params: Params,
+                   memory: episodic_memory.EpisodicMemory,
+                   clip_norm: Optional[float]) -> jax.Array:
+  """[T, P]: row k = flat clip(∇θ memory_loss(memory[k])) (0 for an empty task)."""
+  def one(b: Batch) -> jax.Array:
+    grads = base.clip_by_global_norm(jax.grad(memory_loss)(params, b), clip_norm)
+    return ravel_pytree(grads)[0]
+  return jax.vmap(one)(episodic_memory.all_tasks(memory))
+
+
+def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
+                  correct: Correction) -> base.Learner:
+  """The learner of the module docstring with step 3 replaced by `correct`."""
+  network, layout = context.network, context.heads
+  loss_fn = base.make_loss(network, layout)
+
+  def memory_loss(params: Params, b: Batch) -> jax.Array:
+    """`loss_fn` with in-head labels (task k's first class) on unfilled rows
+    (weight 0): their zero labels lie outside task k's task-incremental head for
+    k > 0, which makes the loss value 0 · ∞ = NaN (its gradient stays finite,
+    but NaN checkers would trip)."""
+    first_class = b.task * (layout.classes_per_task or 0)
+    return loss_fn(params, b._replace(y=jnp.where(b.weight > 0, b.y, first_class)))
+
+  def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> EpisodicState:
+    """Initial state; `sweep` may override `lr` (a [] array)."""
+    unknown = set(sweep) - {"lr"}
+    if unknown:
+      raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: ('lr',).")
+    params = network.init(key, example.x)["params"]
+    memory = episodic_memory.init(context.num_tasks, hp.n_memories,
+                                  example.x.shape[1:], example.x.dtype)
+    return EpisodicState(params=params, memory=memory,
+                         lr=jnp.asarray(sweep.get("lr", hp.lr), jnp.float32))
+
+  def observe(state: EpisodicState, batch: Batch, epoch: jax.Array
+              ) -> tuple[EpisodicState, dict]:
+    del epoch  # every call writes its batch (official)
+    task = batch.task[0]
+    memory = episodic_memory.write(state.memory, batch, task, hp.shared_pointer)
+    unravel = ravel_pytree(state.params)[1]
+
+    def glance(params, _):
+      loss, grads = jax.value_and_grad(loss_fn)(params, batch)
+      g = ravel_pytree(base.clip_by_global_norm(grads, hp.grad_clip_norm))[0]
+      g, metrics = correct(memory_loss, params, memory, task, g)
+      return base.sgd_step(params, unravel(g), state.lr), {"loss": loss, **metrics}
+
+    params, outs = jax.lax.scan(glance, state.params, None, length=hp.glances)
+    metrics = {name: value[-1] for name, value in outs.items()}
+    metrics["finite"] = base.all_finite(outs["loss"], params)
+    return EpisodicState(params=params, memory=memory, lr=state.lr), metrics
+
+  return base.Learner(init=init, observe=observe,
+                      predict=base.make_predict(network, layout))
+
+
+def gem_projection(G: jax.Array, g: jax.Array, past: jax.Array, margin: float,
+                   epsilon: float, iterations: int) -> tuple[jax.Array, dict]:
+  """GEM's step 3 on G [T, P] (rows outside `past` [T] ignored) and g [P].
+
+  Returns:
+    (g̃ [P], metrics): g̃ = Gᵀv + g if some past G_k·g < 0, else g; metrics
+    'violations' (violated constraints), 'projected' (0/1), 'qp_residual'.
+  """
+  G = jnp.where(past[:, None], G, 0.0)
+  dots = jnp.dot(G, g, precision=_HIGHEST)
+  violated = past & (dots < 0)
+
+  def project(_):
+    gram = jnp.dot(G, G.T, precision=_HIGHEST)
+    sol = qp.solve_box_qp(gram + epsilon * jnp.eye(G.shape[0], dtype=G.dtype), dots,
+                          jnp.full_like(dots, margin), iterations)
+    return jnp.dot(sol.v, G, precision=_HIGHEST) + g, sol.residual
+
+  any_violated = jnp.any(violated)
+  g, residual = jax.lax.cond(any_violated, project,
+                             lambda _: (g, jnp.zeros((), g.dtype)), None)
+  return g, {"violations": jnp.sum(violated).astype(jnp.float32),
+             "projected": any_violated.astype(jnp.float32), "qp_residual": residual}
+
+
+def make(hp: GEMHparams, context: base.BuildContext) -> base.Learner:
+  """Builds GEM (pure functions; the runner compiles them)."""
+  memory_clip = hp.grad_clip_norm if hp.clip_memory_grads else None
+
+  def correct(memory_loss, params, memory, task, g):
+    G = task_gradients(memory_loss, params, memory, memory_clip)
+    return gem_projection(G, g, past_tasks(memory, task), hp.memory_strength,
+                          hp.qp_epsilon, hp.qp_iterations)
+
+  return make_episodic(hp, context, correct)
+
+
+def memory_samples(hp: EpisodicHparams, context: base.BuildContext) -> int:
+  """n_memories rows for each of the T tasks."""
+  return hp.n_memories * context.num_tasks
+
+
+METHODS = {"gem": base.Method(hparams=GEMHparams, make=make, sweepable=("lr",),
+                              step_sizes=("lr", "grad_clip_norm"),
+                              memory_samples=memory_samples)}
