@@ -66,6 +66,13 @@ def test_paper_hyperparameters_of_key_cells():
               10, 1, 0.25, 0.1, 1.0, 5, False)
   assert c.learner.inner_grad_clamp == 1.0 and not c.learner.relu_inner_lrs
   assert c.paper_ra == 70.08
+  # Paper cells set the official code's quirks; the learners' defaults are exact.
+  for method, arg in (("lamaml", "cifar100"), ("cmaml", "mnist5k_rotations"),
+                      ("er", "cifar100")):
+    learner = configs.get_config(method, arg).learner
+    assert learner.reservoir_inclusive_randint and learner.replay_with_replacement
+  hp = learners.make_hparams("lamaml", {})
+  assert not (hp.reservoir_inclusive_randint or hp.replay_with_replacement)
   c = configs.get_config("lamaml", "cifar100,single_pass")
   assert (c.epochs, c.learner.glances) == (1, 10)
   c = configs.get_config("lamaml", "mnist_many_permutations")
