@@ -49,6 +49,14 @@ from lamaml_jax.learners import make_learner  # pylint: disable=wrong-import-pos
 from lamaml_jax.learners.base import BuildContext  # pylint: disable=wrong-import-position
 from lamaml_jax.types import Batch  # pylint: disable=wrong-import-position
 
+# The official code's GEM / A-GEM behaviour on MNIST (the harness's flags: its
+# CIFAR lr and margin, default clip 2.0), where our MNIST cells follow the MER
+# repository's original GEM.
+_OFFICIAL_GEM = dict(lr=0.03, memory_strength=0.5, qp_epsilon=1e-3, grad_clip_norm=2.0,
+                     clip_memory_grads=True, shared_pointer=True, n_memories=10)
+_OFFICIAL_AGEM = dict(lr=0.03, grad_clip_norm=2.0, agem_ref="per_task_clipped_mean",
+                      skip_task0=True, shared_pointer=True, n_memories=10)
+
 # name -> (description, method, config arg, learner overrides)
 CASES = {
     "mnist_fo_update": ("MNIST MLP, one meta-update (k=10 x 1, meta 20), 1st order",
@@ -63,12 +71,49 @@ CASES = {
                  "cifar100", dict(first_order=True)),
     "cifar_so": ("CIFAR La-MAML observe, 2nd order", "lamaml", "cifar100", {}),
     "cifar_laer": ("CIFAR La-ER observe, 1st order", "laer", "cifar100", {}),
+    # Baselines with the official harness's settings (batch 10, its glances and
+    # flags; BASELINES.md and the harness's docstring), which may differ from
+    # their paper-cell configs.
+    "mnist_er": ("MNIST ER observe (5 glances on 10 + 10 replay)", "er",
+                 "mnist5k_rotations", dict(glances=5, lr=0.03, grad_clip_norm=2.0,
+                                           replay_batch_size=10)),
+    "mnist_gem": ("MNIST GEM observe (5 glances, 10 past tasks)", "gem",
+                  "mnist5k_rotations", dict(_OFFICIAL_GEM, glances=5)),
+    "mnist_agem": ("MNIST A-GEM observe (5 glances, 9 past tasks)", "agem",
+                   "mnist5k_rotations", dict(_OFFICIAL_AGEM, glances=5)),
+    "cifar_er": ("CIFAR ER observe (replay 1)", "er", "cifar100", {}),
+    "cifar_er10": ("CIFAR ER observe (replay 10)", "er", "cifar100",
+                   dict(replay_batch_size=10)),
+    "cifar_er_sp": ("CIFAR ER observe (10 glances, replay 1)", "er",
+                    "cifar100,single_pass", {}),
+    "cifar_gem": ("CIFAR GEM observe (10 past tasks)", "gem", "cifar100", {}),
+    "cifar_gem_sp": ("CIFAR GEM observe (2 glances, 10 past tasks)", "gem",
+                     "cifar100,single_pass", {}),
+    "cifar_agem": ("CIFAR A-GEM observe (9 past tasks)", "agem", "cifar100", {}),
+    "cifar_agem_sp": ("CIFAR A-GEM observe (2 glances, 9 past tasks)", "agem",
+                      "cifar100,single_pass", {}),
+    "cifar_iid": ("CIFAR IID step (batch 32: 8 of each of 4 tasks)", "iid", "cifar100", {}),
 }
 SHAPES = {"mlp": ((784,), 10, None), "cifar_cnn": ((32, 32, 3), 100, 5)}
 # The official code's timing harness (`official_observe_bench.py --configs ...`)
 # times one observe() of these configurations the way `time_case` times ours.
 OFFICIAL_CONFIGS = {"mnist_fo": "e", "mnist_so": "f", "cifar_so": "a", "cifar_fo": "b",
-                    "cifar_laer": "h"}
+                    "cifar_laer": "h", "mnist_er": "v", "mnist_gem": "w",
+                    "mnist_agem": "x", "cifar_er": "d", "cifar_er10": "o",
+                    "cifar_er_sp": "p", "cifar_gem": "j", "cifar_gem_sp": "r",
+                    "cifar_agem": "k", "cifar_agem_sp": "s", "cifar_iid": "n"}
+# The state a case is timed in, as the harness's protocols set it up: (task the
+# timed calls belong to, stream batches observed before, on each of the tasks
+# before it, or on task 0 when it is 0). Reservoir methods: the buffer full
+# (20 batches of 10 fill 200 slots); per-task memories: 10 past tasks of 10.
+_MEMORY_TASKS = (10, 1)
+PROTOCOLS = {"mnist_er": (0, 20), "mnist_gem": _MEMORY_TASKS,
+             "mnist_agem": _MEMORY_TASKS, "cifar_gem": _MEMORY_TASKS,
+             "cifar_gem_sp": _MEMORY_TASKS, "cifar_agem": _MEMORY_TASKS,
+             "cifar_agem_sp": _MEMORY_TASKS}
+DEFAULT_PROTOCOL = (1, 20)  # La-MAML family, ER, IID: buffer filled on task 0
+# Timed batches of more than one task: (batch size, tasks per batch).
+MIXED_BATCHES = {"cifar_iid": (32, 4)}
 
 CASES_FLAG = flags.DEFINE_list("cases", list(CASES), "Cases to time.")
 REPEATS = flags.DEFINE_integer("repeats", 20, "Timed observe calls per case.")
@@ -134,12 +179,16 @@ def interleaved_rows(comparison: dict[str, dict]) -> list[str]:
   return rows
 
 
-def synthetic_batch(key, shape, num_outputs, classes_per_task, n=10, task=1):
+def synthetic_batch(key, shape, num_outputs, classes_per_task, n=10, task=1,
+                    tasks_per_batch=1):
+  """n random samples of `task` (or n / k of each of tasks task..task+k-1)."""
   kx, ky = jax.random.split(key)
-  lo = 0 if classes_per_task is None else task * classes_per_task
-  hi = num_outputs if classes_per_task is None else lo + classes_per_task
-  return Batch(x=jax.random.normal(kx, (n, *shape)), y=jax.random.randint(ky, (n,), lo, hi),
-               task=jnp.full((n,), task, jnp.int32), weight=jnp.ones((n,)))
+  tasks = task + jnp.repeat(jnp.arange(tasks_per_batch), n // tasks_per_batch)
+  lo = 0 if classes_per_task is None else tasks * classes_per_task
+  width = num_outputs if classes_per_task is None else classes_per_task
+  y = lo + jax.random.randint(ky, (n,), 0, width)
+  return Batch(x=jax.random.normal(kx, (n, *shape)), y=y.astype(jnp.int32),
+               task=tasks.astype(jnp.int32), weight=jnp.ones((n,)))
 
 
 def fastest(fn, trials):
@@ -154,29 +203,37 @@ def fastest(fn, trials):
 
 class CaseTimer:
   """One case's `observe`, compiled once alone and once in a task program (a
-  `lax.scan` over `repeats` stream batches), timed on demand."""
+  `lax.scan` over `repeats` stream batches), timed on demand, in the state the
+  case's protocol sets up (`PROTOCOLS`) by observing synthetic batches."""
 
-  def __init__(self, method, arg, overrides, repeats):
+  def __init__(self, method, arg, overrides, repeats, protocol=DEFAULT_PROTOCOL,
+               mixed=(10, 1)):
     config = configs.get_config(method, arg)
     for k, v in overrides.items():
       config.learner[k] = v
-    self.glances = int(config.learner.glances)
+    self.glances = int(config.learner.get("glances", 1))
     self.repeats = repeats
     shape, outputs, cpt = SHAPES[config.arch]
     context = BuildContext(
         network=networks.make_network(config.arch, outputs), num_outputs=outputs,
         classes_per_task=cpt, num_tasks=20, samples_per_task=1000,
-        batch_size=config.batch_size, epochs=1, steps_per_task=100, input_shape=shape)
+        batch_size=mixed[0], epochs=1, steps_per_task=100, input_shape=shape)
     learner = make_learner(method, config.learner.to_dict(), context)
+    timed_task, fill_calls = protocol
     key = jax.random.PRNGKey(0)
-    batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt)
+    batches = [synthetic_batch(jax.random.fold_in(key, i), shape, outputs, cpt,
+                               n=mixed[0], task=timed_task, tasks_per_batch=mixed[1])
                for i in range(repeats)]
     state = learner.init(key, batches[0])
-    # Fill the buffer (task 0), as in the middle of a run.
-    fill = synthetic_batch(key, shape, outputs, cpt, n=config.learner.memory_size, task=0)
-    from lamaml_jax import replay  # pylint: disable=g-import-not-at-top
-    state = state._replace(memory=replay.add(state.memory, key, fill), task=jnp.int32(0))
-    epoch = jnp.int32(1)  # no pushes: the steady state of later epochs / glances
+    # As in the middle of a run: observe the tasks before (epoch 0, which fills
+    # every kind of memory), then time calls of a later epoch (no La-MAML pushes).
+    observe = jax.jit(learner.observe)
+    for task in range(max(timed_task, 1)):
+      for i in range(fill_calls):
+        fill = synthetic_batch(jax.random.fold_in(key, 1000 * task + i + 10**6), shape,
+                               outputs, cpt, task=task)
+        state, _ = observe(state, fill, jnp.int32(0))
+    epoch = jnp.int32(1)
 
     t0 = time.perf_counter()
     compiled = jax.jit(learner.observe).lower(state, batches[0], epoch).compile()
@@ -346,7 +403,9 @@ def main(argv):
   timers = {}
   for name in filter(None, CASES_FLAG.value):
     description, method, arg, overrides = CASES[name]
-    timer = CaseTimer(method, arg, overrides, REPEATS.value)
+    timer = CaseTimer(method, arg, overrides, REPEATS.value,
+                      PROTOCOLS.get(name, DEFAULT_PROTOCOL),
+                      MIXED_BATCHES.get(name, (10, 1)))
     if OFFICIAL_CMD.value and name in OFFICIAL_CONFIGS:
       timers[name] = timer
     r = time_case(timer, TRIALS.value)

@@ -64,8 +64,10 @@ def make(hp: AGEMHparams, context: base.BuildContext) -> base.Learner:
   def reference(memory_loss, params, memory, past):
     if hp.agem_ref == "per_task_clipped_mean":
       G = gem.task_gradients(memory_loss, params, memory, hp.grad_clip_norm)
-      G = jnp.where(past[:, None], G, 0.0)
-      return jnp.sum(G, axis=0) / jnp.maximum(jnp.sum(past), 1)
+      weights = past.astype(G.dtype) / jnp.maximum(jnp.sum(past), 1)
+      # A dot over the task axis, not where + sum: XLA:CPU ran that reduction of
+      # the vmapped gradients 3x slower than the whole of GEM's step.
+      return jnp.dot(weights, G, precision=_HIGHEST)
     rows = episodic_memory.all_tasks(memory)
     rows = rows._replace(weight=rows.weight * past[:, None])
     union = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), rows)
