@@ -72,7 +72,7 @@ CASES = {
     "cifar_so": ("CIFAR La-MAML observe, 2nd order", "lamaml", "cifar100", {}),
     "cifar_laer": ("CIFAR La-ER observe, 1st order", "laer", "cifar100", {}),
     # Baselines with the official harness's settings (batch 10, its glances and
-    # flags; BASELINES.md and the harness's docstring), which may differ from
+    # flags; the harness's docstring), which may differ from
     # their paper-cell configs.
     "mnist_er": ("MNIST ER observe (5 glances on 10 + 10 replay)", "er",
                  "mnist5k_rotations", dict(glances=5, lr=0.03, grad_clip_norm=2.0,

@@ -37,7 +37,7 @@ METHOD = flags.DEFINE_enum("method", "lamaml", _METHODS, "Learning method.")
 DATASET = flags.DEFINE_string(
     "dataset", "mnist5k_rotations",
     "Benchmark: mnist5k_rotations, mnist5k_permutations, mnist5k_many_permutations, "
-    "mnist_rotations, mnist_permutations, mnist_many_permutations, cifar100, "
+    "mnist5k_split, mnist_rotations, mnist_permutations, mnist_many_permutations, cifar100, "
     "tinyimagenet; synthetic_cifar100 and synthetic_tinyimagenet (random pixels of "
     "the real shapes, for speed runs).")
 SETTING = flags.DEFINE_enum(

@@ -1,4 +1,4 @@
-"""A-GEM (Chaudhry et al., 2019) as in the official La-MAML code (BASELINES.md §3).
+"""A-GEM (Chaudhry et al., 2019) as in the official La-MAML code (`agem.py`).
 
 GEM's memory, glances, clipped gradient g and SGD step (`gem.make_episodic`); its
 step 3 becomes one projection on a reference gradient g_ref of the past tasks:

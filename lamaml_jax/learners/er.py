@@ -1,5 +1,5 @@
-"""ER: experience replay with a reservoir (official `eralg4.py` without `--learn_lr`,
-BASELINES §1).
+"""ER: experience replay with a reservoir (the official `eralg4.py` without
+`--learn_lr`).
 
 One `observe` call on a batch of B samples, per glance g = 0..G-1:
   1. draw min(R, |M|) samples from the reservoir M (R = replay_batch_size; the

@@ -1,5 +1,5 @@
 """EWC: elastic weight consolidation with a diagonal Fisher per finished task (MER
-repo's `ewc.py`, copied from GEM's; BASELINES §8).
+repository's `ewc.py`, copied from GEM's).
 
 Training loss on a batch of task t, per glance (then θ ← θ − lr · clip(∇θ)):
   L(θ) = CE(θ) + λ P(θ),  P(θ) = Σ_{k<t} Σ_i F_k,i (θ_i − θ*_k,i)²,

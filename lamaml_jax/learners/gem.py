@@ -1,5 +1,5 @@
 """GEM (Lopez-Paz & Ranzato, 2017) as the official La-MAML code runs it
-(BASELINES.md §2), and the episodic-memory learner A-GEM shares with it.
+(its `gem.py`), and the episodic-memory learner A-GEM shares with it.
 
 One `observe` call on B samples of task t (the stream gives one task per batch):
   glance 0 writes the batch into memory[t] (`episodic_memory.write`); then per glance

@@ -1,4 +1,4 @@
-"""IID: the multi-task upper bound (official `iid2.py`, BASELINES §7).
+"""IID: the multi-task upper bound (the official code's `iid2.py`).
 
 Plain SGD on the IID stream (`schedules.IIDSchedule`: every task's training data
 shuffled together, batches of 32 by default, each sample scored on its own

@@ -1,4 +1,4 @@
-"""Online: plain SGD on the stream, no replay (MER repo's `online.py`, BASELINES §8).
+"""Online: plain SGD on the stream, no replay (the MER repository's `online.py`).
 
 Per glance g = 0..G-1, on the same incoming batch of B samples:
   θ ← θ − lr · clip(∇θ L(θ)),  L = weighted mean CE on each sample's own head,
