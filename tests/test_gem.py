@@ -358,3 +358,22 @@ def test_method_export():
   assert gem.GEMHparams(grad_clip_norm=None).grad_clip_norm is None
   assert method.memory_samples(hp, context()) == 10 * T
   assert method.sweepable == ("lr",) and method.step_sizes == ("lr", "grad_clip_norm")
+
+
+def test_past_only_gradients_equal_the_vmapped_ones():
+  """Both `memory_gradients` computations: the same rows for past tasks, zeros
+  (vmap: the memory's own gradient, masked later) elsewhere."""
+  rng = np.random.default_rng(0)
+  memory = memory_with({k: (rng.normal(size=(N_MEM, DIM)), rng.integers(0, OUT, N_MEM))
+                        for k in range(T)})
+  params = NET.init(jax.random.PRNGKey(0), jnp.zeros((1, DIM)))["params"]
+  loss = base.make_loss(NET, None)
+  past = jnp.asarray([True] + [False] * (T - 1))
+  vmapped = gem.task_gradients(loss, params, memory, CLIP, past, "vmap")
+  past_only = jax.jit(lambda p: gem.task_gradients(loss, p, memory, CLIP, past,
+                                                   "past_only"))(params)
+  np.testing.assert_allclose(past_only[0], vmapped[0], rtol=1e-5, atol=1e-7)
+  assert np.abs(np.asarray(vmapped[1:])).max() > 0  # every row computed
+  np.testing.assert_array_equal(past_only[1:], 0.0)
+  with pytest.raises(ValueError, match="memory_gradients must be one of"):
+    gem.GEMHparams(memory_gradients="fast")

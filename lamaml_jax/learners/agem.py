@@ -63,7 +63,8 @@ def make(hp: AGEMHparams, context: base.BuildContext) -> base.Learner:
 
   def reference(memory_loss, params, memory, past):
     if hp.agem_ref == "per_task_clipped_mean":
-      G = gem.task_gradients(memory_loss, params, memory, hp.grad_clip_norm)
+      G = gem.task_gradients(memory_loss, params, memory, hp.grad_clip_norm, past,
+                             hp.memory_gradients)
       weights = past.astype(G.dtype) / jnp.maximum(jnp.sum(past), 1)
       # A dot over the task axis, not where + sum: XLA:CPU ran that reduction of
       # the vmapped gradients 3x slower than the whole of GEM's step.

@@ -59,12 +59,16 @@ class EpisodicHparams:
     grad_clip_norm: global-norm clip of the current batch's gradient (None: off).
     shared_pointer: the official ring pointer shared by all tasks
       (`episodic_memory`); False: one per task, starting at row 0.
+    memory_gradients: how the past tasks' gradients are computed
+      (`task_gradients`: 'vmap', 'past_only', or 'auto' by backend); the same
+      numbers.
   """
   lr: float = 0.03
   glances: int = 1
   n_memories: int = 10
   grad_clip_norm: Optional[float] = 2.0
   shared_pointer: bool = False
+  memory_gradients: str = "auto"
 
   def __post_init__(self):
     base.check_positive("lr", self.lr)
@@ -73,6 +77,9 @@ class EpisodicHparams:
     if self.grad_clip_norm is not None:
       base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
     check_bool("shared_pointer", self.shared_pointer)
+    if self.memory_gradients not in MEMORY_GRADIENTS:
+      raise ValueError(f"memory_gradients must be one of {MEMORY_GRADIENTS}, got "
+                       f"{self.memory_gradients!r}.")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,14 +120,33 @@ def past_tasks(memory: episodic_memory.EpisodicMemory, task: jax.Array,
   return (k >= first) & (k < task) & jnp.any(memory.valid, axis=1)
 
 
+MEMORY_GRADIENTS = ("auto", "vmap", "past_only")
+
+
 def task_gradients(memory_loss: LossFn, params: Params,
                    memory: episodic_memory.EpisodicMemory,
-                   clip_norm: Optional[float]) -> jax.Array:
-  """[T, P]: row k = flat clip(∇θ memory_loss(memory[k])) (0 for an empty task)."""
+                   clip_norm: Optional[float], past: Optional[jax.Array] = None,
+                   impl: str = "vmap") -> jax.Array:
+  """[T, P]: row k = flat clip(∇θ memory_loss(memory[k])) (0 for an empty task).
+
+  impl 'vmap' computes all T rows at once; 'past_only' one after another
+  (`lax.map`), each behind a `lax.cond` on `past` [T], so that only the past
+  tasks' gradients are computed (rows outside `past` are 0): on CPU half the
+  work of 'vmap' on average over a run. Under a member vmap the cond becomes a
+  select and both compute every row. 'auto': past_only on CPU, vmap elsewhere.
+  """
   def one(b: Batch) -> jax.Array:
     grads = base.clip_by_global_norm(jax.grad(memory_loss)(params, b), clip_norm)
     return ravel_pytree(grads)[0]
-  return jax.vmap(one)(episodic_memory.all_tasks(memory))
+  rows = episodic_memory.all_tasks(memory)
+  if impl == "auto":
+    impl = "past_only" if jax.default_backend() == "cpu" else "vmap"
+  if impl == "vmap" or past is None:
+    return jax.vmap(one)(rows)
+  size = ravel_pytree(params)[0].shape
+  return jax.lax.map(lambda a: jax.lax.cond(
+      a[0], lambda b: one(b), lambda b: jnp.zeros(size, jnp.float32), a[1]),
+      (past, rows))
 
 
 def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
@@ -200,9 +226,11 @@ def make(hp: GEMHparams, context: base.BuildContext) -> base.Learner:
   memory_clip = hp.grad_clip_norm if hp.clip_memory_grads else None
 
   def correct(memory_loss, params, memory, task, g):
-    G = task_gradients(memory_loss, params, memory, memory_clip)
-    return gem_projection(G, g, past_tasks(memory, task), hp.memory_strength,
-                          hp.qp_epsilon, hp.qp_iterations)
+    past = past_tasks(memory, task)
+    G = task_gradients(memory_loss, params, memory, memory_clip, past,
+                       hp.memory_gradients)
+    return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
+                          hp.qp_iterations)
 
   return make_episodic(hp, context, correct)
 
