@@ -377,3 +377,14 @@ def test_past_only_gradients_equal_the_vmapped_ones():
   np.testing.assert_array_equal(past_only[1:], 0.0)
   with pytest.raises(ValueError, match="memory_gradients must be one of"):
     gem.GEMHparams(memory_gradients="fast")
+
+
+def test_auto_memory_gradients_follow_the_network():
+  mlp = context()
+  conv = dataclasses.replace(mlp, network=networks.make_network("cifar_cnn", 100))
+  hp = gem.GEMHparams()
+  assert gem.memory_gradients_impl(hp, mlp) == "vmap"
+  assert gem.memory_gradients_impl(hp, conv) == (
+      "past_only" if jax.default_backend() == "cpu" else "vmap")
+  assert gem.memory_gradients_impl(gem.GEMHparams(memory_gradients="past_only"),
+                                   mlp) == "past_only"

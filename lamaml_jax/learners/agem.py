@@ -60,11 +60,12 @@ def agem_projection(g: jax.Array, g_ref: jax.Array) -> tuple[jax.Array, dict]:
 def make(hp: AGEMHparams, context: base.BuildContext) -> base.Learner:
   """Builds A-GEM (pure functions; the runner compiles them)."""
   first = 1 if hp.skip_task0 else 0
+  impl = gem.memory_gradients_impl(hp, context)
 
   def reference(memory_loss, params, memory, past):
     if hp.agem_ref == "per_task_clipped_mean":
       G = gem.task_gradients(memory_loss, params, memory, hp.grad_clip_norm, past,
-                             hp.memory_gradients)
+                             impl)
       weights = past.astype(G.dtype) / jnp.maximum(jnp.sum(past), 1)
       # A dot over the task axis, not where + sum: XLA:CPU ran that reduction of
       # the vmapped gradients 3x slower than the whole of GEM's step.

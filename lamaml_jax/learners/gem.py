@@ -30,6 +30,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from lamaml_jax import episodic_memory
+from lamaml_jax import networks
 from lamaml_jax import qp
 from lamaml_jax.learners import base
 from lamaml_jax.types import Batch, Params, PRNGKey
@@ -60,8 +61,8 @@ class EpisodicHparams:
     shared_pointer: the official ring pointer shared by all tasks
       (`episodic_memory`); False: one per task, starting at row 0.
     memory_gradients: how the past tasks' gradients are computed
-      (`task_gradients`: 'vmap', 'past_only', or 'auto' by backend); the same
-      numbers.
+      (`task_gradients`: 'vmap', 'past_only', or 'auto': past_only for a conv
+      net on CPU, vmap otherwise); the same numbers.
   """
   lr: float = 0.03
   glances: int = 1
@@ -131,22 +132,31 @@ def task_gradients(memory_loss: LossFn, params: Params,
 
   impl 'vmap' computes all T rows at once; 'past_only' one after another
   (`lax.map`), each behind a `lax.cond` on `past` [T], so that only the past
-  tasks' gradients are computed (rows outside `past` are 0): on CPU half the
-  work of 'vmap' on average over a run. Under a member vmap the cond becomes a
-  select and both compute every row. 'auto': past_only on CPU, vmap elsewhere.
+  tasks' gradients are computed (rows outside `past` are 0): half the work of
+  'vmap' on average over a run, which pays where each task's gradient is
+  costly (a conv net on CPU), not for an MLP, where one vmapped computation is
+  faster (BUILD.md). Under a member vmap the cond becomes a select and both
+  compute every row. Pass 'vmap' or 'past_only' (`EpisodicHparams` resolves
+  'auto').
   """
   def one(b: Batch) -> jax.Array:
     grads = base.clip_by_global_norm(jax.grad(memory_loss)(params, b), clip_norm)
     return ravel_pytree(grads)[0]
   rows = episodic_memory.all_tasks(memory)
-  if impl == "auto":
-    impl = "past_only" if jax.default_backend() == "cpu" else "vmap"
   if impl == "vmap" or past is None:
     return jax.vmap(one)(rows)
   size = ravel_pytree(params)[0].shape
   return jax.lax.map(lambda a: jax.lax.cond(
       a[0], lambda b: one(b), lambda b: jnp.zeros(size, jnp.float32), a[1]),
       (past, rows))
+
+
+def memory_gradients_impl(hp: EpisodicHparams, context: base.BuildContext) -> str:
+  """`hp.memory_gradients` with 'auto' resolved (see `task_gradients`)."""
+  if hp.memory_gradients != "auto":
+    return hp.memory_gradients
+  conv = isinstance(context.network, networks.ConvNet)
+  return "past_only" if conv and jax.default_backend() == "cpu" else "vmap"
 
 
 def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
@@ -224,11 +234,11 @@ def gem_projection(G: jax.Array, g: jax.Array, past: jax.Array, margin: float,
 def make(hp: GEMHparams, context: base.BuildContext) -> base.Learner:
   """Builds GEM (pure functions; the runner compiles them)."""
   memory_clip = hp.grad_clip_norm if hp.clip_memory_grads else None
+  impl = memory_gradients_impl(hp, context)
 
   def correct(memory_loss, params, memory, task, g):
     past = past_tasks(memory, task)
-    G = task_gradients(memory_loss, params, memory, memory_clip, past,
-                       hp.memory_gradients)
+    G = task_gradients(memory_loss, params, memory, memory_clip, past, impl)
     return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
                           hp.qp_iterations)
 
