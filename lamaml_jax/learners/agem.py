@@ -82,6 +82,6 @@ def make(hp: AGEMHparams, context: base.BuildContext) -> base.Learner:
   return gem.make_episodic(hp, context, correct)
 
 
-METHODS = {"agem": base.Method(hparams=AGEMHparams, make=make, sweepable=("lr",),
+METHODS = {"agem": base.Method(hparams=AGEMHparams, make=make, sweepable=gem.SWEEPABLE,
                                step_sizes=("lr", "grad_clip_norm"),
                                memory_samples=gem.memory_samples)}

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, NamedTuple, Optional, Protocol
+from typing import Any, Callable, Mapping, NamedTuple, Optional, Protocol
 
 import flax.linen as nn
 import jax
@@ -197,6 +197,18 @@ def concat_batches(*batches: Batch) -> Batch:
 def sgd_step(params: Params, grads: Params, lr: jax.Array) -> Params:
   """θ ← θ − lr g (plain SGD: no momentum, no weight decay, as the official code)."""
   return jax.tree_util.tree_map(lambda p, g: p - lr * g, params, grads)
+
+
+def sweep_values(hp: Any, sweep: Mapping[str, jax.Array],
+                 sweepable: tuple[str, ...]) -> dict[str, jax.Array]:
+  """{name: [] float32} for each sweepable scalar: `sweep[name]` (a grid's traced
+  value, as `init` receives it) or the hyperparameter. Raises ValueError on a
+  name outside `sweepable`."""
+  unknown = set(sweep) - set(sweepable)
+  if unknown:
+    raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: {sweepable}.")
+  return {name: jnp.asarray(sweep.get(name, getattr(hp, name)), jnp.float32)
+          for name in sweepable}
 
 
 def check_positive(name: str, value: float, allow_zero: bool = True) -> None:

@@ -71,7 +71,7 @@ def make(hp: ERHparams, context: base.BuildContext) -> base.Learner:
   num_replay = hp.replay_batch_size
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> ERState:
-    values = online.sweep_values(hp, sweep, online.SWEEPABLE)
+    values = base.sweep_values(hp, sweep, online.SWEEPABLE)
     init_key, key = jax.random.split(key)
     memory = replay_lib.init(hp.memory_size, example.x.shape[1:], example.x.dtype)
     return ERState(params=online.init_params(network, init_key, example),

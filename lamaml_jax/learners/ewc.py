@@ -115,7 +115,7 @@ def make(hp: EWCHparams, context: base.BuildContext) -> base.Learner:
   loss_fn = base.make_loss(network, layout)
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> EWCState:
-    values = online.sweep_values(hp, sweep, SWEEPABLE)
+    values = base.sweep_values(hp, sweep, SWEEPABLE)
     params = online.init_params(network, key, example)
     zeros = lambda: jax.tree_util.tree_map(jnp.zeros_like, params)  # distinct buffers
     return EWCState(params=params, lr=values["lr"], ewc_lambda=values["ewc_lambda"],

@@ -122,6 +122,7 @@ def past_tasks(memory: episodic_memory.EpisodicMemory, task: jax.Array,
 
 
 MEMORY_GRADIENTS = ("auto", "vmap", "past_only")
+SWEEPABLE = ("lr",)
 
 
 def task_gradients(memory_loss: LossFn, params: Params,
@@ -175,14 +176,12 @@ def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> EpisodicState:
     """Initial state; `sweep` may override `lr` (a [] array)."""
-    unknown = set(sweep) - {"lr"}
-    if unknown:
-      raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: ('lr',).")
+    values = base.sweep_values(hp, sweep, SWEEPABLE)
     params = network.init(key, example.x)["params"]
     memory = episodic_memory.init(context.num_tasks, hp.n_memories,
                                   example.x.shape[1:], example.x.dtype)
     return EpisodicState(params=params, memory=memory,
-                         lr=jnp.asarray(sweep.get("lr", hp.lr), jnp.float32))
+                         lr=values["lr"])
 
   def observe(state: EpisodicState, batch: Batch, epoch: jax.Array
               ) -> tuple[EpisodicState, dict]:
@@ -250,6 +249,6 @@ def memory_samples(hp: EpisodicHparams, context: base.BuildContext) -> int:
   return hp.n_memories * context.num_tasks
 
 
-METHODS = {"gem": base.Method(hparams=GEMHparams, make=make, sweepable=("lr",),
+METHODS = {"gem": base.Method(hparams=GEMHparams, make=make, sweepable=SWEEPABLE,
                               step_sizes=("lr", "grad_clip_norm"),
                               memory_samples=memory_samples)}

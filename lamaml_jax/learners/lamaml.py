@@ -174,10 +174,7 @@ def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> LaMAMLState:
     """Initial state; `sweep` may override the `SWEEPABLE` step sizes (scalars)."""
     check_batch(example)
-    unknown = set(sweep) - set(SWEEPABLE)
-    if unknown:
-      raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: {SWEEPABLE}.")
-    values = {name: sweep.get(name, getattr(hp, name)) for name in SWEEPABLE}
+    values = base.sweep_values(hp, sweep, SWEEPABLE)
     init_key, key = jax.random.split(key)
     params = network.init(init_key, example.x)["params"]
     lrs = jax.tree_util.tree_map(

@@ -5,7 +5,7 @@ Per glance g = 0..G-1, on the same incoming batch of B samples:
 where clip is the global-norm clip to `grad_clip_norm` (None: off, as the MER repo).
 
 Also the SGD core that ER (`er.py`) and EWC (`ewc.py`) reuse: the shared
-hyperparameters (`OnlineHparams`), sweep handling and the glance loop.
+hyperparameters (`OnlineHparams`) and the glance loop.
 """
 from __future__ import annotations
 
@@ -38,16 +38,6 @@ class OnlineHparams:
     base.check_at_least("glances", self.glances, 1)
     if self.grad_clip_norm is not None:
       base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
-
-
-def sweep_values(hp: Any, sweep: dict, sweepable: tuple[str, ...]) -> dict:
-  """{name: [] float32} for each sweepable scalar: `sweep[name]` (a grid's traced
-  value) or the hyperparameter. Raises ValueError on a name outside `sweepable`."""
-  unknown = set(sweep) - set(sweepable)
-  if unknown:
-    raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: {sweepable}.")
-  return {name: jnp.asarray(sweep.get(name, getattr(hp, name)), jnp.float32)
-          for name in sweepable}
 
 
 def init_params(network, key: PRNGKey, example: Batch) -> Params:
@@ -105,7 +95,7 @@ def make(hp: OnlineHparams, context: base.BuildContext) -> base.Learner:
   loss_fn = base.make_loss(network, layout)
 
   def init(key: PRNGKey, example: Batch, **sweep: jax.Array) -> OnlineState:
-    values = sweep_values(hp, sweep, SWEEPABLE)
+    values = base.sweep_values(hp, sweep, SWEEPABLE)
     return OnlineState(params=init_params(network, key, example), lr=values["lr"],
                        step=jnp.zeros((), jnp.int32))
 
