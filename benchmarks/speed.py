@@ -44,6 +44,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lamaml_jax import networks  # pylint: disable=wrong-import-position
+from lamaml_jax import replay as replay_lib  # pylint: disable=wrong-import-position
 from lamaml_jax import train  # pylint: disable=wrong-import-position
 from lamaml_jax.learners import make_learner  # pylint: disable=wrong-import-position
 from lamaml_jax.learners.base import BuildContext  # pylint: disable=wrong-import-position
@@ -93,6 +94,11 @@ CASES = {
     "cifar_agem_sp": ("CIFAR A-GEM observe (2 glances, 9 past tasks)", "agem",
                       "cifar100,single_pass", {}),
     "cifar_iid": ("CIFAR IID step (batch 32: 8 of each of 4 tasks)", "iid", "cifar100", {}),
+    "mnist_mer": ("MNIST MER observe (10 examples x 5 rounds x 11 steps)", "mer",
+                  "mnist5k_rotations", dict(lr=0.1, beta=0.1, batches_per_example=5,
+                                            replay_batch_size=10, grad_clip_norm=10.0)),
+    "cifar_mer": ("CIFAR MER observe (1 example x 10 rounds x 26 steps)", "mer",
+                  "cifar100,single_pass", {}),
 }
 SHAPES = {"mlp": ((784,), 10, None), "cifar_cnn": ((32, 32, 3), 100, 5)}
 # The official code's timing harness (`official_observe_bench.py --configs ...`)
@@ -101,7 +107,8 @@ OFFICIAL_CONFIGS = {"mnist_fo": "e", "mnist_so": "f", "cifar_so": "a", "cifar_fo
                     "cifar_laer": "h", "mnist_er": "v", "mnist_gem": "w",
                     "mnist_agem": "x", "cifar_er": "d", "cifar_er10": "o",
                     "cifar_er_sp": "p", "cifar_gem": "j", "cifar_gem_sp": "r",
-                    "cifar_agem": "k", "cifar_agem_sp": "s", "cifar_iid": "n"}
+                    "cifar_agem": "k", "cifar_agem_sp": "s", "cifar_iid": "n",
+                    "mnist_mer": "y", "cifar_mer": "t"}
 # The state a case is timed in, as the harness's protocols set it up: (task the
 # timed calls belong to, stream batches observed before, on each of the tasks
 # before it, or on task 0 when it is 0). Reservoir methods: the buffer full
@@ -110,10 +117,13 @@ _MEMORY_TASKS = (10, 1)
 PROTOCOLS = {"mnist_er": (0, 20), "mnist_gem": _MEMORY_TASKS,
              "mnist_agem": _MEMORY_TASKS, "cifar_gem": _MEMORY_TASKS,
              "cifar_gem_sp": _MEMORY_TASKS, "cifar_agem": _MEMORY_TASKS,
-             "cifar_agem_sp": _MEMORY_TASKS}
+             "cifar_agem_sp": _MEMORY_TASKS, "mnist_mer": (1, 0), "cifar_mer": (1, 0)}
 DEFAULT_PROTOCOL = (1, 20)  # La-MAML family, ER, IID: buffer filled on task 0
 # Timed batches of more than one task: (batch size, tasks per batch).
-MIXED_BATCHES = {"cifar_iid": (32, 4)}
+MIXED_BATCHES = {"cifar_iid": (32, 4), "cifar_mer": (1, 1)}
+# Reservoirs written directly with this many samples before timing, as the
+# harness's `mer` protocol does (200 MER observe calls would take minutes).
+PREFILL = {"mnist_mer": 200, "cifar_mer": 200}
 
 CASES_FLAG = flags.DEFINE_list("cases", list(CASES), "Cases to time.")
 REPEATS = flags.DEFINE_integer("repeats", 20, "Timed observe calls per case.")
@@ -207,7 +217,7 @@ class CaseTimer:
   case's protocol sets up (`PROTOCOLS`) by observing synthetic batches."""
 
   def __init__(self, method, arg, overrides, repeats, protocol=DEFAULT_PROTOCOL,
-               mixed=(10, 1)):
+               mixed=(10, 1), prefill=0):
     config = configs.get_config(method, arg)
     for k, v in overrides.items():
       config.learner[k] = v
@@ -233,6 +243,10 @@ class CaseTimer:
         fill = synthetic_batch(jax.random.fold_in(key, 1000 * task + i + 10**6), shape,
                                outputs, cpt, task=task)
         state, _ = observe(state, fill, jnp.int32(0))
+    if prefill:
+      fill = synthetic_batch(jax.random.fold_in(key, 10**7), shape, outputs, cpt,
+                             n=prefill, task=0)
+      state = state._replace(memory=replay_lib.add(state.memory, key, fill))
     epoch = jnp.int32(1)
 
     t0 = time.perf_counter()
@@ -405,7 +419,7 @@ def main(argv):
     description, method, arg, overrides = CASES[name]
     timer = CaseTimer(method, arg, overrides, REPEATS.value,
                       PROTOCOLS.get(name, DEFAULT_PROTOCOL),
-                      MIXED_BATCHES.get(name, (10, 1)))
+                      MIXED_BATCHES.get(name, (10, 1)), PREFILL.get(name, 0))
     if OFFICIAL_CMD.value and name in OFFICIAL_CONFIGS:
       timers[name] = timer
     r = time_case(timer, TRIALS.value)

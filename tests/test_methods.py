@@ -1,5 +1,8 @@
 """Every registered method, old and new, end to end: through the command line on
-3 tasks of mnist5k_rotations, and `observe` traced once over tasks and epochs."""
+3 tasks of mnist5k_rotations (methods that need task-incremental heads on
+mnist5k_split, and those with a task-end step on both), `observe` traced once
+over tasks and epochs, and an interrupted run resumed to the uninterrupted one's
+results."""
 import json
 import os
 import subprocess
@@ -11,19 +14,28 @@ import numpy as np
 import pytest
 
 import configs
+from lamaml_jax import checkpointing
 from lamaml_jax import learners
 from lamaml_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "TF_CPP_MIN_LOG_LEVEL": "3"}
+SPLIT_ONLY = ("icarl",)            # task-incremental heads: no single-head stream
+BOTH = ("meta_bgd",)               # also on the split benchmark
+RUNS = ([(m, "mnist5k_rotations") for m in learners.METHODS if m not in SPLIT_ONLY]
+        + [(m, "mnist5k_split") for m in learners.METHODS if m in SPLIT_ONLY + BOTH])
 
 
-@pytest.mark.parametrize("method", learners.METHODS)
-def test_method_runs_through_the_command_line(method, tmp_path):
+def dataset_of(method):
+  return "mnist5k_split" if method in SPLIT_ONLY else "mnist5k_rotations"
+
+
+@pytest.mark.parametrize("method,dataset", RUNS)
+def test_method_runs_through_the_command_line(method, dataset, tmp_path):
   workdir = tmp_path / "run"
   r = subprocess.run(
       [sys.executable, "-m", "lamaml_jax.main", f"--method={method}",
-       "--dataset=mnist5k_rotations", f"--workdir={workdir}", "--compilation_cache_dir=",
+       f"--dataset={dataset}", f"--workdir={workdir}", "--compilation_cache_dir=",
        "--config.num_tasks=3", "--config.samples_per_task=100"],
       cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -39,7 +51,7 @@ def test_method_runs_through_the_command_line(method, tmp_path):
 
 @pytest.mark.parametrize("method", learners.METHODS)
 def test_observe_is_traced_once(method):
-  config = configs.get_config(method, "mnist5k_rotations")
+  config = configs.get_config(method, dataset_of(method))
   config.num_tasks, config.samples_per_task = 3, 40
   parts = train.build(config)
   bench = parts.benchmarks[0]
@@ -54,3 +66,40 @@ def test_observe_is_traced_once(method):
         y=bench.train_y[task, :b], task=np.full((b,), task, np.int32))
     state, metrics = observe(state, batch, np.int32(epoch))
     assert bool(metrics["finite"]), method
+
+
+# Methods whose state holds more than weights and a reservoir (per-example steps,
+# exemplar sets with end_task, Bayesian means and deviations).
+RESUMED = [m for m in ("mer", "icarl", "meta_bgd") if m in learners.METHODS]
+
+
+@pytest.mark.parametrize("method", RESUMED)
+def test_interrupted_run_resumes_to_the_same_results(method, tmp_path, monkeypatch):
+  """A run stopped mid-task 1 (its checkpoint after step 8 of 10 fails) and started
+  again equals the uninterrupted run: accuracy matrix and learner summary."""
+  def config(**run):
+    c = configs.get_config(method, dataset_of(method))
+    c.num_tasks, c.samples_per_task = 2, 10 * c.batch_size
+    for k, v in run.items():
+      c[k] = v
+    return c
+
+  whole = train.run(config(), str(tmp_path / "whole"))
+  original = checkpointing.Checkpointer.save
+
+  def failing_save(self, step, item):
+    if step == 18:
+      raise KeyboardInterrupt
+    return original(self, step, item)
+
+  cut = config(checkpoint_every_minutes=0.0, steps_per_program=4)
+  with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+    patch.setattr(checkpointing.Checkpointer, "save", failing_save)
+    train.run(cut, str(tmp_path / "cut"))
+  with checkpointing.Checkpointer(
+      os.path.join(tmp_path, "cut", train.CHECKPOINT_DIR)) as ckpt:
+    assert ckpt.latest_step() == 14  # resumes mid-task 1, not from scratch
+  again = train.run(cut, str(tmp_path / "cut"))
+  assert again["status"] == "complete"
+  for key in ("accuracy_matrix", "ra", "sgd_steps", "meta_updates"):
+    assert again.get(key) == whole.get(key), key

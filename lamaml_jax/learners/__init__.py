@@ -14,12 +14,13 @@ from lamaml_jax.learners import ewc
 from lamaml_jax.learners import gem
 from lamaml_jax.learners import iid
 from lamaml_jax.learners import lamaml
+from lamaml_jax.learners import mer
 from lamaml_jax.learners import online
 from lamaml_jax.learners.base import BuildContext, Learner, Method
 
 REGISTRY: dict[str, Method] = {
     **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **gem.METHODS,
-    **agem.METHODS, **iid.METHODS,
+    **agem.METHODS, **iid.METHODS, **mer.METHODS,
 }
 METHODS = tuple(REGISTRY)
 
