@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import tempfile
 from typing import Any, IO, Iterator, Mapping, Union
@@ -23,7 +24,9 @@ os.umask(_UMASK)
 
 
 def to_jsonable(obj: Any) -> Any:
-  """Recursively converts numpy (and jax) scalars/arrays to Python types.
+  """Recursively converts numpy (and jax) scalars/arrays to Python types, and
+  NaN and infinities to None, so that the result is strict JSON (`null`; a
+  strict parser rejects the `NaN` Python's json would write).
 
   Dicts keep their order (numpy-scalar keys become Python scalars; json turns them
   into strings), tuples become lists. Other objects are returned unchanged, so
@@ -33,12 +36,13 @@ def to_jsonable(obj: Any) -> Any:
     return {to_jsonable(k): to_jsonable(v) for k, v in obj.items()}
   if isinstance(obj, (list, tuple)):
     return [to_jsonable(v) for v in obj]
+  if isinstance(obj, np.ndarray) or (hasattr(obj, "__array__") and not isinstance(
+      obj, (str, bytes, np.generic))):
+    return to_jsonable(np.asarray(obj).tolist())  # jax.Array and friends.
   if isinstance(obj, np.generic):
-    return obj.item()
-  if isinstance(obj, np.ndarray):
-    return obj.tolist()
-  if hasattr(obj, "__array__") and not isinstance(obj, (str, bytes)):
-    return np.asarray(obj).tolist()  # jax.Array and friends.
+    obj = obj.item()
+  if isinstance(obj, float) and not math.isfinite(obj):
+    return None
   return obj
 
 
@@ -90,12 +94,12 @@ def atomic_write_text(path: PathLike, text: str) -> None:
 def atomic_write_json(path: PathLike, obj: Any) -> None:
   """Atomically writes `obj` as JSON (indent 2, trailing newline) to `path`.
 
-  Numpy/jax scalars and arrays are converted to Python types. NaN and infinities
-  are written as Python's json writes them (`NaN`, `Infinity`).
+  Numpy/jax scalars and arrays are converted to Python types, NaN and infinities
+  to `null` (`to_jsonable`): the file is strict JSON.
   """
+  text = json.dumps(to_jsonable(obj), indent=2, allow_nan=False) + "\n"
   with _atomic_open(path, "w", encoding="utf-8") as f:
-    json.dump(to_jsonable(obj), f, indent=2)
-    f.write("\n")
+    f.write(text)
 
 
 def atomic_savefig(fig, path: PathLike, **savefig_kwargs) -> None:
@@ -126,7 +130,8 @@ class JsonlWriter:
     """Appends `record` (a mapping; numpy values converted) and flushes."""
     if not isinstance(record, Mapping):
       raise TypeError(f"JsonlWriter records must be mappings, got {type(record)}.")
-    line = json.dumps(to_jsonable(record))  # Serialise fully before touching the file.
+    # Serialise fully before touching the file; strict JSON (`to_jsonable`).
+    line = json.dumps(to_jsonable(record), allow_nan=False)
     self._file.write(line + "\n")
     self._file.flush()
 

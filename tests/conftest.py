@@ -1,5 +1,6 @@
 """Test set-up: keep XLA to the CPU and quiet; load benchmark scripts as modules."""
 import importlib.util
+import json
 import os
 
 import pytest
@@ -22,3 +23,29 @@ def load_benchmark():
     spec.loader.exec_module(module)
     return module
   return load
+
+
+def _reject_constant(constant):
+  raise ValueError(f"{constant} is not strict JSON")
+
+
+@pytest.fixture(autouse=True)
+def outputs_are_strict_json(request):
+  """After every test that writes under tmp_path: each results.json and
+  metrics.jsonl there parses as strict JSON (no NaN / Infinity)."""
+  if "tmp_path" not in request.fixturenames:
+    yield
+    return
+  root = request.getfixturevalue("tmp_path")
+  yield
+  for dirpath, _, names in os.walk(root):
+    for name in names:
+      path = os.path.join(dirpath, name)
+      if name == "results.json":
+        with open(path) as f:
+          json.load(f, parse_constant=_reject_constant)
+      elif name == "metrics.jsonl":
+        with open(path) as f:
+          for line in f:
+            if line.strip():
+              json.loads(line, parse_constant=_reject_constant)

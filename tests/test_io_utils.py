@@ -116,6 +116,24 @@ def test_atomic_write_json_converts_numpy(tmp_path):
       "7": "numpy key"}
 
 
+def _reject(constant):
+  raise ValueError(f"not strict JSON: {constant}")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), np.float32("inf"), -np.inf])
+def test_non_finite_numbers_become_null_in_strict_json(tmp_path, bad):
+  """A diverged member's NaN accuracy or a std over one seed: `null`, which a
+  strict parser accepts, never `NaN`/`Infinity`."""
+  obj = {"ra": bad, "acc": np.array([[0.5, bad]]), "std": [bad], "ok": 1.0}
+  io_utils.atomic_write_json(tmp_path / "r.json", obj)
+  got = json.loads((tmp_path / "r.json").read_text(), parse_constant=_reject)
+  assert got == {"ra": None, "acc": [[0.5, None]], "std": [None], "ok": 1.0}
+  with io_utils.JsonlWriter(tmp_path / "m.jsonl") as w:
+    w.write({"loss": bad, "step": 3})
+  line = (tmp_path / "m.jsonl").read_text().splitlines()[0]
+  assert json.loads(line, parse_constant=_reject) == {"loss": None, "step": 3}
+
+
 def test_atomic_write_json_converts_jax_arrays(tmp_path):
   jnp = pytest.importorskip("jax.numpy")
   path = tmp_path / "r.json"
