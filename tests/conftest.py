@@ -32,13 +32,16 @@ def _reject_constant(constant):
 @pytest.fixture(autouse=True)
 def outputs_are_strict_json(request):
   """After every test that writes under tmp_path: each results.json and
-  metrics.jsonl there parses as strict JSON (no NaN / Infinity)."""
+  metrics.jsonl of a run's workdir there (one holding config.json) parses as
+  strict JSON (no NaN / Infinity)."""
   if "tmp_path" not in request.fixturenames:
     yield
     return
   root = request.getfixturevalue("tmp_path")
   yield
   for dirpath, _, names in os.walk(root):
+    if "config.json" not in names:
+      continue
     for name in names:
       path = os.path.join(dirpath, name)
       if name == "results.json":
