@@ -107,8 +107,9 @@ def main(argv, config_flag):
   try:
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
   except (ValueError, train.DivergenceError, checkpointing.CheckpointError) as e:
-    logging.error("%s", e)
-    sys.exit(f"error: {e}")
+    sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
+  logging.info("Outputs in %s (results: %s).", workdir,
+               os.path.join(workdir, train.RESULTS_FILE))
 
 
 def _define_config_flag(argv: list[str]):
@@ -129,12 +130,27 @@ def clear_config_errors(argv: list[str]):
       message = message.strip().splitlines()[-1]
     sys.exit(f"error: {message}\nPass --helpshort to see the flags.")
   except (AttributeError, KeyError) as e:
-    overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
-    sys.exit(f"error: unknown config field {e} among {', '.join(overrides)}. "
-             "The fields and their types are in config.json of any run, or in "
-             "configs/<method>.py.")
+    sys.exit(f"error: {unknown_field_message(e, argv)}")
   except (ValueError, TypeError) as e:
     sys.exit(f"error: {e}")
+
+
+def unknown_field_message(error: Exception, argv: list[str]) -> str:
+  """One line for a misspelled --config.FIELD: the field, ml_collections'
+  suggestion if it has one, and where the valid fields are listed."""
+  while error.args and isinstance(error.args[0], BaseException):
+    error = error.args[0]  # ml_collections wraps the KeyError in an AttributeError
+  text = str(error.args[0]) if error.args else str(error)
+  lines = [l.strip() for l in text.strip().splitlines() if l.strip()]
+  field = lines[0].strip("'\"") if lines else "?"
+  hint = f" {' '.join(lines[1:])}" if len(lines) > 1 else ""
+  overrides = [a.split("=")[0] for a in argv if a.startswith("--config.")]
+  return (f"unknown config field '{field}' in {', '.join(overrides) or 'the config'}."
+          f"{hint} The fields and their types are in config.json of any run, or in "
+          "configs/<method>.py.")
+
+
+HELP_FLAGS = ("--help", "-h", "-?", "--helpshort", "--helpfull", "--helpxml")
 
 
 def parse_flags(argv: list[str]) -> list[str]:
@@ -146,8 +162,13 @@ def run_cli(argv: Optional[list[str]] = None) -> None:
   argv = list(sys.argv if argv is None else argv)
   with clear_config_errors(argv):
     config = _define_config_flag(argv)
-  app.run(functools.partial(main, config_flag=config), argv=argv,
-          flags_parser=parse_flags)
+  try:
+    app.run(functools.partial(main, config_flag=config), argv=argv,
+            flags_parser=parse_flags)
+  except SystemExit as e:
+    if any(a in HELP_FLAGS for a in argv[1:]) and e.code == 1:
+      sys.exit(0)  # absl exits 1 after printing the help that was asked for
+    raise
 
 
 if __name__ == "__main__":

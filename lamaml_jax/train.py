@@ -95,23 +95,51 @@ def check_execution_settings(config: ml_collections.ConfigDict) -> None:
     raise ValueError(f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}.")
 
 
-def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
-                    overwrite: bool) -> None:
-  """Creates `workdir`; refuses one that holds a run of a different config."""
-  os.makedirs(workdir, exist_ok=True)
+def _differences(found, wanted, prefix: str = "") -> list[str]:
+  """'field: A (workdir) vs B (this command)' for each leaf field that differs,
+  nested dicts (config.learner) named with dots."""
+  out = []
+  for k in sorted(set(found) | set(wanted)):
+    a, b, name = found.get(k), wanted.get(k), prefix + k
+    if prefix == "" and k in EXECUTION_FIELDS:
+      continue
+    if isinstance(a, dict) and isinstance(b, dict):
+      out += _differences(a, b, name + ".")
+    elif a != b:
+      out.append(f"{name}: {a!r} in the workdir vs {b!r} now")
+  return out
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str,
+                  overwrite: bool) -> None:
+  """Refuses, before anything is built or written, a `workdir` that is not a
+  directory or holds a run of a different config (unless `overwrite`)."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise WorkdirConflictError(f"--workdir {workdir} exists and is not a directory; "
+                               "choose another --workdir.")
   path = os.path.join(workdir, CONFIG_FILE)
-  wanted = _config_json(config)
-  if os.path.exists(path):
+  if not os.path.exists(path) or overwrite:
+    return
+  try:
     with open(path) as f:
       found = json.load(f)
-    diff = sorted(k for k in set(found) | set(wanted)
-                  if found.get(k) != wanted.get(k) and k not in EXECUTION_FIELDS)
-    if diff:
-      if not overwrite:
-        raise WorkdirConflictError(
-            f"{workdir} holds a run of a different config (differs in: "
-            f"{', '.join(diff)}). Use another --workdir, or pass --overwrite to "
-            "delete that run and start this one.")
+  except (OSError, ValueError) as e:
+    raise WorkdirConflictError(
+        f"{path} cannot be read ({e}); pass --overwrite to delete that run and "
+        "start this one, or use another --workdir.") from None
+  diff = _differences(found, _config_json(config))
+  if diff:
+    raise WorkdirConflictError(
+        f"{workdir} holds a run of a different config ({'; '.join(diff)}). Use "
+        "another --workdir, or pass --overwrite to delete that run and start this one.")
+
+
+def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
+                    overwrite: bool) -> None:
+  """Creates `workdir` (after `check_workdir`), deleting a previous run's outputs
+  if `overwrite`, and writes config.json."""
+  check_workdir(config, workdir, overwrite)
+  os.makedirs(workdir, exist_ok=True)
   if overwrite:
     for name in OUTPUTS:
       target = os.path.join(workdir, name)
@@ -123,7 +151,7 @@ def prepare_workdir(config: ml_collections.ConfigDict, workdir: str,
   for name in os.listdir(workdir):
     if name.endswith(".tmp") and any(name.startswith(f".{o}.") for o in OUTPUTS):
       os.remove(os.path.join(workdir, name))
-  io_utils.atomic_write_json(path, wanted)
+  io_utils.atomic_write_json(os.path.join(workdir, CONFIG_FILE), _config_json(config))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -447,8 +475,9 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   """
   start_time = time.time()
   check_execution_settings(config)
+  check_workdir(config, workdir, overwrite)
+  parts = build(config, data_dir)  # validates everything and loads the data
   prepare_workdir(config, workdir, overwrite)
-  parts = build(config, data_dir)
   members, schedule, learner = parts.members, parts.schedule, parts.learner
   member_benchmarks = [parts.benchmarks[m["seed"]] for m in members]
   benchmark = member_benchmarks[0]

@@ -1,5 +1,6 @@
 """The command line: bad input gets one clear line naming the fix."""
 import os
+import re
 import subprocess
 import sys
 
@@ -18,7 +19,8 @@ def run_main(*args, workdir):
 @pytest.mark.parametrize("args,pattern", [
     (["--method=maml"], "--method=maml: value should be one of <lamaml|sync|cmaml|laer>"),
     (["--dataset=cifar10"], "Unknown dataset 'cifar10'; valid: mnist5k_rotations"),
-    (["--config.num_taks=3"], "unknown config field .*num_taks"),
+    (["--config.num_taks=3"], r"^error: unknown config field 'num_taks' in "
+     r"--config.num_taks. Did you mean \"num_tasks\" instead of \"num_taks\"\?"),
     (["--config.learner.alpha_init=fast"], "could not convert string to float: 'fast'"),
     (["--config.learner.opt_lr=-0.1"], "opt_lr must be a finite number >= 0, got -0.1"),
     (["--config.learner.replay_batch_size=300"],
@@ -29,7 +31,16 @@ def test_bad_input_is_one_clear_error(args, pattern, tmp_path):
   result = run_main(*args, workdir=str(tmp_path / "w"))
   assert result.returncode != 0
   assert "Traceback" not in result.stderr, result.stderr[-2000:]
-  assert __import__("re").search(pattern, result.stderr), result.stderr[-2000:]
+  assert __import__("re").search(pattern, result.stderr, re.M), result.stderr[-2000:]
+  # Said once, and nothing written to the workdir.
+  lines = [l for l in result.stderr.splitlines() if "error" in l.lower()]
+  assert len(lines) == 1, result.stderr[-2000:]
+  assert not (tmp_path / "w").exists()
+
+
+def test_help_exits_0(tmp_path):
+  result = run_main("--helpshort", workdir=str(tmp_path / "w"))
+  assert result.returncode == 0 and "--method" in result.stdout + result.stderr
 
 
 def test_a_short_run_from_the_command_line(tmp_path):
@@ -42,4 +53,5 @@ def test_a_short_run_from_the_command_line(tmp_path):
   assert any(cache.iterdir()), "the task program should be in the compilation cache"
   assert "task 2/2" in result.stderr and "RA" in result.stderr
   assert (workdir / "results.json").exists()
+  assert f"Outputs in {workdir} (results: {workdir}/results.json)" in result.stderr
   assert '"seed": 3' in (workdir / "config.json").read_text()

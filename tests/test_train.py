@@ -85,8 +85,26 @@ def test_workdir_with_another_config_is_refused(finished_run, tmp_path):
   workdir, _ = finished_run
   config = small_config()
   config.seed = 1
-  with pytest.raises(train.WorkdirConflictError, match="differs in: seed.*--overwrite"):
+  config.learner.alpha_init = 0.25
+  with pytest.raises(train.WorkdirConflictError) as e:
     train.run(config, workdir)
+  # Each differing field by its full name, with both values.
+  assert ("learner.alpha_init: 0.15 in the workdir vs 0.25 now; seed: 0 in the "
+          "workdir vs 1 now" in str(e.value)), str(e.value)
+  assert "--overwrite" in str(e.value)
+
+
+def test_nothing_is_written_before_the_config_and_data_are_valid(tmp_path):
+  """An invalid hyperparameter (or unavailable data) stops the run before the
+  workdir exists; a file in the way of the workdir is one clear error."""
+  config = small_config()
+  config.learner.alpha_init = -1.0
+  with pytest.raises(ValueError, match="alpha_init"):
+    train.run(config, str(tmp_path / "new"))
+  assert not (tmp_path / "new").exists()
+  (tmp_path / "file").write_text("")
+  with pytest.raises(train.WorkdirConflictError, match="not a directory"):
+    train.run(small_config(), str(tmp_path / "file"))
 
 
 def test_resuming_with_other_execution_settings_is_allowed(finished_run, tmp_path,
