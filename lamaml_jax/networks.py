@@ -105,15 +105,21 @@ class PatchConv(nn.Module):
 
 
 class MLP(nn.Module):
-  """Fully connected ReLU network on flattened inputs: [B, ...] -> [B, num_outputs]."""
+  """Fully connected ReLU network on flattened inputs: [B, ...] -> [B, num_outputs].
+
+  `features=True` returns the penultimate features instead, the activations the
+  output layer reads ([B, hidden[-1]]); the parameters are the same.
+  """
   hidden: Sequence[int] = (100, 100)
   num_outputs: int = 10
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, features: bool = False) -> jax.Array:
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(_dense(width)(x))
+    if features:
+      return x
     return _dense(self.num_outputs)(x)
 
 
@@ -121,6 +127,7 @@ class ConvNet(nn.Module):
   """Strided conv net of the paper: [B, H, W, C] -> [B, num_outputs].
 
   conv_impl: 'im2col' (`PatchConv`) or 'xla' (`nn.Conv`); same parameters.
+  `features=True` returns the penultimate features [B, hidden[-1]] (as `MLP`).
   """
   num_convs: int = 3
   channels: int = 160
@@ -129,7 +136,7 @@ class ConvNet(nn.Module):
   conv_impl: str = "im2col"
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, features: bool = False) -> jax.Array:
     for i in range(self.num_convs):
       if self.conv_impl == "im2col":
         x = PatchConv(self.channels, name=f"Conv_{i}")(x)
@@ -141,6 +148,8 @@ class ConvNet(nn.Module):
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:
       x = nn.relu(_dense(width)(x))
+    if features:
+      return x
     return _dense(self.num_outputs)(x)
 
 

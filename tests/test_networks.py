@@ -89,3 +89,20 @@ def test_conv_implementations_share_parameters_and_outputs():
                              xla.apply({"params": params}, x), rtol=1e-4, atol=1e-4)
   # Kaiming normal over fan_in = 3 * 3 * 160 for the second conv.
   np.testing.assert_allclose(np.std(params["Conv_1"]["kernel"]), np.sqrt(2 / 1440), rtol=0.02)
+
+
+@pytest.mark.parametrize("arch,shape,width", [("mlp", (3, 784), 100),
+                                              ("cifar_cnn", (2, 32, 32, 3), 320)])
+def test_penultimate_features_feed_the_output_layer(arch, shape, width):
+  """`features=True` returns the activations the last Dense reads: applying that
+  layer's kernel and bias to them gives the default output (the logits), from the
+  same parameters."""
+  net = networks.make_network(arch, 10)
+  x = jax.random.normal(jax.random.PRNGKey(0), shape)
+  params = net.init(jax.random.PRNGKey(1), x)["params"]
+  feats = net.apply({"params": params}, x, features=True)
+  chex.assert_shape(feats, (shape[0], width))
+  assert np.all(np.asarray(feats) >= 0)  # after the ReLU
+  last = params["Dense_2"]
+  np.testing.assert_allclose(feats @ last["kernel"] + last["bias"],
+                             net.apply({"params": params}, x), rtol=1e-5, atol=1e-5)

@@ -12,6 +12,7 @@ from lamaml_jax.learners import agem
 from lamaml_jax.learners import er
 from lamaml_jax.learners import ewc
 from lamaml_jax.learners import gem
+from lamaml_jax.learners import icarl
 from lamaml_jax.learners import iid
 from lamaml_jax.learners import lamaml
 from lamaml_jax.learners import mer
@@ -20,7 +21,7 @@ from lamaml_jax.learners.base import BuildContext, Learner, Method
 
 REGISTRY: dict[str, Method] = {
     **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **gem.METHODS,
-    **agem.METHODS, **iid.METHODS, **mer.METHODS,
+    **agem.METHODS, **iid.METHODS, **icarl.METHODS, **mer.METHODS,
 }
 METHODS = tuple(REGISTRY)
 
