@@ -51,14 +51,16 @@ def test_members_of_one_process_count_as_seeds(tmp_path):
 
 def test_methods_table_command_runs_and_resumes(tmp_path):
   command = [sys.executable, "benchmarks/methods_table.py", f"--out={tmp_path}",
-             "--methods=online", "--datasets=mnist5k_split", "--seeds=0-1", "--",
+             "--methods=icarl", "--datasets=mnist5k_rotations,mnist5k_split",
+             "--seeds=0-1", "--",
              "--config.num_tasks=2", "--config.samples_per_task=40"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu"}
   r = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                      timeout=300)
   assert r.returncode == 0, r.stderr[-2000:]
-  assert "| online | mnist5k_split | 2 |" in r.stdout
-  assert os.path.exists(tmp_path / "online_mnist5k_split_seed1" / "process_time.json")
+  assert "icarl mnist5k_rotations      no cell: skipped" in r.stdout
+  assert "| icarl | mnist5k_split | 2 |" in r.stdout
+  assert os.path.exists(tmp_path / "icarl_mnist5k_split_seed1" / "process_time.json")
   rows = json.loads((tmp_path / "table.json").read_text())
   assert rows[0]["seeds"] == [0, 1]
   again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
