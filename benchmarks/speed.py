@@ -94,6 +94,10 @@ CASES = {
     "cifar_agem_sp": ("CIFAR A-GEM observe (2 glances, 9 past tasks)", "agem",
                       "cifar100,single_pass", {}),
     "cifar_iid": ("CIFAR IID step (batch 32: 8 of each of 4 tasks)", "iid", "cifar100", {}),
+    "cifar_icarl": ("CIFAR iCaRL observe (10 past tasks' distillation)", "icarl",
+                    "cifar100", {}),
+    "cifar_icarl_sp": ("CIFAR iCaRL observe (2 glances, 10 past tasks)", "icarl",
+                       "cifar100,single_pass", {}),
     "mnist_mer": ("MNIST MER observe (10 examples x 5 rounds x 11 steps)", "mer",
                   "mnist5k_rotations", dict(lr=0.1, beta=0.1, batches_per_example=5,
                                             replay_batch_size=10, grad_clip_norm=10.0)),
@@ -108,7 +112,8 @@ OFFICIAL_CONFIGS = {"mnist_fo": "e", "mnist_so": "f", "cifar_so": "a", "cifar_fo
                     "mnist_agem": "x", "cifar_er": "d", "cifar_er10": "o",
                     "cifar_er_sp": "p", "cifar_gem": "j", "cifar_gem_sp": "r",
                     "cifar_agem": "k", "cifar_agem_sp": "s", "cifar_iid": "n",
-                    "mnist_mer": "y", "cifar_mer": "t"}
+                    "mnist_mer": "y", "cifar_mer": "t", "cifar_icarl": "l",
+                    "cifar_icarl_sp": "q"}
 # The state a case is timed in, as the harness's protocols set it up: (task the
 # timed calls belong to, stream batches observed before, on each of the tasks
 # before it, or on task 0 when it is 0). Reservoir methods: the buffer full
@@ -117,7 +122,9 @@ _MEMORY_TASKS = (10, 1)
 PROTOCOLS = {"mnist_er": (0, 20), "mnist_gem": _MEMORY_TASKS,
              "mnist_agem": _MEMORY_TASKS, "cifar_gem": _MEMORY_TASKS,
              "cifar_gem_sp": _MEMORY_TASKS, "cifar_agem": _MEMORY_TASKS,
-             "cifar_agem_sp": _MEMORY_TASKS, "mnist_mer": (1, 0), "cifar_mer": (1, 0)}
+             "cifar_agem_sp": _MEMORY_TASKS, "mnist_mer": (1, 0), "cifar_mer": (1, 0),
+             # iCaRL: 25 calls a task, then its end_task (herding), as the harness.
+             "cifar_icarl": (10, 25), "cifar_icarl_sp": (10, 25)}
 DEFAULT_PROTOCOL = (1, 20)  # La-MAML family, ER, IID: buffer filled on task 0
 # Timed batches of more than one task: (batch size, tasks per batch).
 MIXED_BATCHES = {"cifar_iid": (32, 4), "cifar_mer": (1, 1)}
@@ -238,11 +245,17 @@ class CaseTimer:
     # As in the middle of a run: observe the tasks before (epoch 0, which fills
     # every kind of memory), then time calls of a later epoch (no La-MAML pushes).
     observe = jax.jit(learner.observe)
+    end_task = jax.jit(learner.end_task) if learner.end_task else None
     for task in range(max(timed_task, 1)):
+      fills = []
       for i in range(fill_calls):
         fill = synthetic_batch(jax.random.fold_in(key, 1000 * task + i + 10**6), shape,
                                outputs, cpt, task=task)
         state, _ = observe(state, fill, jnp.int32(0))
+        fills.append(fill)
+      if end_task is not None and fills and task < timed_task:  # e.g. iCaRL's herding
+        state = end_task(state, jnp.concatenate([f.x for f in fills]),
+                         jnp.concatenate([f.y for f in fills]), jnp.int32(task))
     if prefill:
       fill = synthetic_batch(jax.random.fold_in(key, 10**7), shape, outputs, cpt,
                              n=prefill, task=0)

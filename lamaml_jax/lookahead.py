@@ -33,6 +33,18 @@ H v reuse the residuals of the forward pass's inner gradient (`jax.vjp` of ∇�
 so the inner gradients are not recomputed, and the meta-gradients are taken one at
 a time. Same numbers as 'unroll' to float rounding (tested in float64), and
 faster on the CIFAR net (BUILD.md, "Measurements behind the design").
+
+Uneven slices. `split_into_slices` needs k to divide B. `pad_into_slices` splits
+B samples as `torch.split(batch, s)` with s = ⌈B/k⌉ (the official Meta-BGD: k = 3
+on B = 10 gives slices of 4, 4 and 2; B = 2 gives two slices of 1) and pads them
+to [k, s] with rows of weight 0. A slice with no weight is not a step: with
+live_i = [Σ_j w_ij > 0], every implementation computes
+  θ_{i+1} = θ_i − live_i α ⊙ c(g_i),
+  L = Σ_i live_i L_meta(θ_{i+1}) / Σ_i live_i   ('mean'; 'last' is L_meta(θ_k)),
+which for k dividing B (all live) is the formula above. The loss must be a
+weighted mean Σ w ℓ / max(Σ w, tiny) (`heads.cross_entropy`): a partly padded
+slice then scores its real samples only, and an empty one stays finite (its
+value is masked out, its gradient is 0).
 """
 from __future__ import annotations
 
@@ -41,6 +53,7 @@ from typing import Callable, Literal, Optional, Union
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from lamaml_jax.types import Batch, Params
 
@@ -128,31 +141,52 @@ def lookahead_loss(loss_fn: LossFn, params: Params, lrs: Params,
   Args:
     loss_fn: (params, batch) -> scalar loss.
     params: θ0.
-    lrs: α, same structure as params.
-    inner_batches: Batch whose leaves have a leading axis k: [k, B/k, ...].
+    lrs: α, same structure as params (or leaves broadcasting against them).
+    inner_batches: Batch whose leaves have a leading axis k: [k, s, ...]
+      (`split_into_slices`, or `pad_into_slices` for uneven slices).
     meta_batch: Batch [M, ...] scored after each inner step.
     options: see `LookaheadOptions`.
 
   Returns:
     (meta-loss, aux) with aux = {'inner_loss': [k], 'meta_losses': [k] or [1],
-    'fast_params': θ_k}.
+    'fast_params': θ_k}. Entries of empty slices (module docstring) are
+    computed but take no part in the meta-loss.
   """
   with_meta = options.meta_loss == "mean"
+  live = live_slices(inner_batches)
 
-  def body(fast, inner_batch):
-    fast, inner = inner_step(loss_fn, fast, lrs, inner_batch, options)
+  def body(fast, xs):
+    inner_batch, live_i = xs
+    inner, grads = inner_gradient(loss_fn, fast, inner_batch, options)
+    fast = apply_inner_step(fast, lrs, _scale(grads, live_i), options)
     meta = loss_fn(fast, meta_batch) if with_meta else jnp.zeros((), inner.dtype)
     return fast, (inner, meta)
 
   fast, (inner_losses, meta_losses) = jax.lax.scan(
-      body, params, inner_batches, unroll=options.unroll)
+      body, params, (inner_batches, live), unroll=options.unroll)
   if with_meta:
-    meta = jnp.mean(meta_losses)
+    meta = jnp.sum(live * meta_losses) / _num_live(live)
   else:
     meta = loss_fn(fast, meta_batch)
     meta_losses = meta[None]
   return meta, {"inner_loss": inner_losses, "meta_losses": meta_losses,
                 "fast_params": fast}
+
+
+def live_slices(inner_batches: Batch) -> jax.Array:
+  """[k] float 1.0 for each slice holding a sample of positive weight, else 0.0
+  (an all-padding slice of `pad_into_slices`: no inner step)."""
+  w = inner_batches.weight
+  return (jnp.sum(w.reshape(w.shape[0], -1) > 0, axis=1) > 0).astype(w.dtype)
+
+
+def _num_live(live: jax.Array) -> jax.Array:
+  """Σ live_i, at least 1 (a batch without any sample has a meta-loss of 0)."""
+  return jnp.maximum(jnp.sum(live), 1.0)
+
+
+def _scale(tree: Params, c: jax.Array) -> Params:
+  return jax.tree_util.tree_map(lambda x: x * c.astype(x.dtype), tree)
 
 
 def meta_gradients(loss_fn: LossFn, params: Params, lrs: Params,
@@ -188,37 +222,41 @@ def _first_order_accumulated(loss_fn: LossFn, params: Params, lrs: Params,
   tmap = jax.tree_util.tree_map
   mean = options.meta_loss == "mean"
   k = jax.tree_util.tree_leaves(inner_batches)[0].shape[0]
+  live = live_slices(inner_batches)
   step_lrs = tmap(jax.nn.relu, lrs) if options.relu_lrs else lrs  # once, not per step
   step_options = dataclasses.replace(options, relu_lrs=False)
 
   def body(carry, xs):
     fast, grad_sum, g_theta, g_alpha, meta_sum = carry
-    index, inner_batch = xs
+    index, inner_batch, live_i = xs
     inner, grads = inner_gradient(loss_fn, fast, inner_batch, options)
+    grads = _scale(grads, live_i)  # an empty slice takes no step
     new_fast = apply_inner_step(fast, step_lrs, grads, step_options)
     grad_sum = tmap(jnp.add, grad_sum, grads)
 
-    def with_meta(acc):
+    def with_meta(acc, weight):
       g_theta, g_alpha, meta_sum = acc
       meta, g_meta = jax.value_and_grad(loss_fn)(new_fast, meta_batch)
+      g_meta = _scale(g_meta, weight)
       g_theta = tmap(jnp.add, g_theta, g_meta)
       if wrt_lrs:
         g_alpha = tmap(lambda ga, gm, s: ga - gm * s, g_alpha, g_meta, grad_sum)
-      return g_theta, g_alpha, meta_sum + meta
+      return g_theta, g_alpha, meta_sum + weight * meta
 
     acc = (g_theta, g_alpha, meta_sum)
     if mean:
-      acc = with_meta(acc)
+      acc = with_meta(acc, live_i)
     else:  # 'last': only after the final step
-      acc = jax.lax.cond(index == k - 1, with_meta, lambda a: a, acc)
+      acc = jax.lax.cond(index == k - 1, lambda a: with_meta(a, jnp.ones_like(live_i)),
+                         lambda a: a, acc)
     return (new_fast, grad_sum) + acc, inner
 
   zeros = tmap(jnp.zeros_like, params)
   init = (params, zeros, zeros, zeros if wrt_lrs else None,
           jnp.zeros((), jax.tree_util.tree_leaves(params)[0].dtype))
   (fast, _, g_theta, g_alpha, meta_sum), inner_losses = jax.lax.scan(
-      body, init, (jnp.arange(k), inner_batches), unroll=options.unroll)
-  n = k if mean else 1
+      body, init, (jnp.arange(k), inner_batches, live), unroll=options.unroll)
+  n = _num_live(live) if mean else 1
   g_theta = tmap(lambda g: g / n, g_theta)
   if wrt_lrs:
     rho = tmap(lambda a: (a > 0).astype(a.dtype), lrs) if options.relu_lrs else None
@@ -235,8 +273,8 @@ def _second_order_by_hvp(loss_fn: LossFn, params: Params, lrs: Params,
   """Second-order `meta_gradients` by an explicit reverse pass (module docstring)."""
   tmap = jax.tree_util.tree_map
   mean = options.meta_loss == "mean"
-  k = jax.tree_util.tree_leaves(inner_batches)[0].shape[0]
-  n = k if mean else 1
+  live = live_slices(inner_batches).astype(jax.tree_util.tree_leaves(params)[0].dtype)
+  n = _num_live(live) if mean else 1
   c = options.grad_clamp
   step_lrs = tmap(jax.nn.relu, lrs) if options.relu_lrs else lrs
 
@@ -247,38 +285,41 @@ def _second_order_by_hvp(loss_fn: LossFn, params: Params, lrs: Params,
     loss, g = jax.value_and_grad(loss_fn)(p, batch)
     return g, loss
 
-  def forward(fast, inner_batch):
+  def forward(fast, xs):
+    inner_batch, live_i = xs
     g, hvp, inner = jax.vjp(lambda p: grad_and_loss(p, inner_batch), fast, has_aux=True)
-    new_fast = tmap(lambda p, a, x: p - a * x, fast, step_lrs, clamp(g))
+    new_fast = tmap(lambda p, a, x: p - a * (live_i * x), fast, step_lrs, clamp(g))
     return new_fast, (hvp, fast, g, inner)
 
   fast, (hvps, thetas, grads, inner_losses) = jax.lax.scan(
-      forward, params, inner_batches, unroll=options.unroll)
+      forward, params, (inner_batches, live), unroll=options.unroll)
 
-  def meta_grad(theta):
+  def meta_grad(theta, weight):
+    """weight ∇L_meta(θ) / n: weight = live of the step that produced θ."""
     meta, g = jax.value_and_grad(loss_fn)(theta, meta_batch)
-    return meta, tmap(lambda x: x / n, g)
+    return weight * meta, tmap(lambda x: x * weight / n, g)
 
   def backward(carry, xs, with_meta):
     adj, adj_lrs, meta_sum = carry
-    hvp, theta, g = xs
+    hvp, theta, g, live_i, live_before = xs
     clamped, clamp_vjp = jax.vjp(clamp, g)
-    v, = clamp_vjp(tmap(jnp.multiply, step_lrs, adj))  # m ⊙ a ⊙ θ̄_{i+1}
+    v, = clamp_vjp(tmap(lambda a, x: a * (live_i * x), step_lrs, adj))  # m ⊙ a ⊙ θ̄_{i+1}
     if wrt_lrs:
-      adj_lrs = tmap(lambda s, t, x: s - t * x, adj_lrs, adj, clamped)
+      adj_lrs = tmap(lambda s, t, x: s - live_i * t * x, adj_lrs, adj, clamped)
     hv, = hvp(v)
     adj = tmap(jnp.subtract, adj, hv)
-    if with_meta:
-      meta, g_meta = meta_grad(theta)
+    if with_meta:  # L_meta(θ_i) entered the mean after step i − 1
+      meta, g_meta = meta_grad(theta, live_before)
       adj, meta_sum = tmap(jnp.add, adj, g_meta), meta_sum + meta
     return (adj, adj_lrs, meta_sum), None
 
-  meta, adj = meta_grad(fast)
+  meta, adj = meta_grad(fast, live[-1] if mean else jnp.ones((), live.dtype))
   carry = (adj, tmap(jnp.zeros_like, params) if wrt_lrs else None, meta)
-  later = tmap(lambda a: a[1:], (hvps, thetas, grads))
+  live_before = jnp.concatenate([jnp.ones_like(live[:1]), live[:-1]])
+  later = tmap(lambda a: a[1:], (hvps, thetas, grads, live, live_before))
   carry, _ = jax.lax.scan(lambda cr, xs: backward(cr, xs, mean), carry, later,
                           reverse=True, unroll=options.unroll)
-  first = tmap(lambda a: a[0], (hvps, thetas, grads))
+  first = tmap(lambda a: a[0], (hvps, thetas, grads, live, live_before))
   (g_theta, g_alpha, meta_sum), _ = backward(carry, first, False)
   if wrt_lrs and options.relu_lrs:
     g_alpha = tmap(lambda g, a: g * (a > 0).astype(a.dtype), g_alpha, lrs)
@@ -287,7 +328,8 @@ def _second_order_by_hvp(loss_fn: LossFn, params: Params, lrs: Params,
 
 
 def check_inner_steps(k: int, b: int) -> None:
-  """Raises ValueError unless k inner steps split a batch of b samples evenly."""
+  """Raises ValueError unless k inner steps split a batch of b samples evenly
+  (`split_into_slices`; `pad_into_slices` takes any k >= 1)."""
   if k < 1 or k > b or b % k:
     raise ValueError(f"inner_steps={k} must divide the batch size {b} (and lie in "
                      f"[1, {b}]); set inner_steps to a divisor of {b} or change "
@@ -299,3 +341,33 @@ def split_into_slices(batch: Batch, k: int) -> Batch:
   b = batch.y.shape[0]
   check_inner_steps(k, b)
   return jax.tree_util.tree_map(lambda a: a.reshape((k, b // k, *a.shape[1:])), batch)
+
+
+def slice_sizes(b: int, k: int) -> list[int]:
+  """Real samples per slice of `pad_into_slices`: `torch.split` of b samples into
+  chunks of s = ⌈b/k⌉, then empty slices up to k (b = 10, k = 3: [4, 4, 2];
+  b = 2, k = 3: [1, 1, 0])."""
+  if k < 1 or b < 1:
+    raise ValueError(f"inner_steps={k} and the batch size {b} must be >= 1.")
+  s = -(-b // k)
+  return [max(0, min(s, b - i * s)) for i in range(k)]
+
+
+def pad_into_slices(batch: Batch, k: int) -> Batch:
+  """Splits a [B, ...] batch into k consecutive slices of s = ⌈B/k⌉ rows,
+  [k, s, ...], as `torch.split(batch, s)` (sizes `slice_sizes`), padding the
+  last rows with copies of row 0 of weight 0 (valid labels and tasks, no
+  influence on a weighted loss). For k dividing B it equals `split_into_slices`.
+  Any k >= 1; slices past the data are all padding, and `meta_gradients` skips
+  them (module docstring)."""
+  b = batch.y.shape[0]
+  sizes = slice_sizes(b, k)
+  s = sizes[0]
+  pad = k * s - b
+  if pad == 0:
+    return split_into_slices(batch, k)
+  rows = np.concatenate([np.arange(b), np.zeros(pad, np.int64)])
+  keep = np.concatenate([np.ones(b), np.zeros(pad)])
+  padded = jax.tree_util.tree_map(lambda a: a[rows], batch)
+  padded = padded._replace(weight=padded.weight * jnp.asarray(keep, padded.weight.dtype))
+  return jax.tree_util.tree_map(lambda a: a.reshape((k, s, *a.shape[1:])), padded)

@@ -17,7 +17,7 @@ CONFIG_FILES = tuple(learners.METHODS)
 # and the image benchmarks' settings the paper has for it.
 CELL_COUNTS = {"lamaml": 7 + 4, "sync": 7 + 4, "cmaml": 7 + 4, "laer": 7 + 4,
                "online": 7, "ewc": 7, "er": 7 + 4, "gem": 7 + 4, "agem": 7 + 4,
-               "iid": 7 + 2, "mer": 7 + 2,
+               "iid": 7 + 2, "mer": 7 + 2, "meta_bgd": 7 + 4,
                "icarl": 1 + 4}  # task heads only: a split cell of its own, no MNIST
 
 

@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from lamaml_jax import heads
 from lamaml_jax import lookahead
 from lamaml_jax.types import Batch
 
@@ -285,3 +286,100 @@ def test_second_order_reverse_pass_equals_grad_through_the_unroll(reduction, rel
                                    relu_lrs=relu, grad_clamp=clamp), wrt_lrs=False)
     assert ga is None
     chex.assert_trees_all_close(gt, grads["unroll"][1], atol=1e-12, rtol=1e-10)
+
+
+# Uneven slices (`pad_into_slices`): the official Meta-BGD splits B = 10 into
+# k = 3 slices of ⌈10/3⌉ = 4 (torch-style slicing: 4, 4, 2); B = 2 into 1, 1.
+
+
+def ce_loss(params, batch):
+  """The tanh net scored by `heads.cross_entropy` (denominator max(Σw, tiny)), so
+  that an all-padding slice has a finite loss and a zero gradient."""
+  h = jnp.tanh(batch.x @ params["w1"] + params["b1"])
+  return heads.cross_entropy(h @ params["w2"] + params["b2"], batch, None)
+
+
+def torch_split(batch, size):
+  """Consecutive chunks of `size` rows, the last shorter: torch.split by hand."""
+  n = batch.y.shape[0]
+  return [jax.tree_util.tree_map(lambda a: a[i:i + size], batch)
+          for i in range(0, n, size)]
+
+
+def hand_meta_grads(params, lrs, slices, meta, first_order, reduction, clamp):
+  """Meta-loss gradients of a Python unroll over the given slices, by jax.grad."""
+  def meta_loss(p, a):
+    metas = []
+    for sl in slices:
+      g = jax.grad(ce_loss)(p, sl)
+      if first_order:
+        g = jax.lax.stop_gradient(g)
+      if clamp is not None:
+        g = tmap(lambda x: jnp.clip(x, -clamp, clamp), g)
+      p = tmap(lambda t, al, x: t - al * x, p, a, g)
+      metas.append(ce_loss(p, meta))
+    return sum(metas) / len(metas) if reduction == "mean" else metas[-1]
+  loss, (gt, ga) = jax.value_and_grad(meta_loss, argnums=(0, 1))(params, lrs)
+  return loss, gt, ga
+
+
+def test_pad_into_slices_is_torch_split_with_zero_weight_padding():
+  b = Batch(x=jnp.arange(10.0)[:, None], y=jnp.arange(10) % 3,
+            task=jnp.zeros(10, jnp.int32), weight=jnp.ones(10))
+  sl = lookahead.pad_into_slices(b, 3)
+  chex.assert_shape(sl.x, (3, 4, 1))
+  np.testing.assert_array_equal(sl.weight, [[1, 1, 1, 1], [1, 1, 1, 1], [1, 1, 0, 0]])
+  np.testing.assert_array_equal(sl.x[:, :, 0][sl.weight > 0], np.arange(10))
+  for chunk, i in zip(torch_split(b, 4), range(3)):
+    n = chunk.y.shape[0]
+    np.testing.assert_array_equal(sl.x[i, :n], chunk.x)
+    np.testing.assert_array_equal(sl.y[i, :n], chunk.y)
+  assert lookahead.slice_sizes(10, 3) == [4, 4, 2]
+  assert lookahead.slice_sizes(2, 3) == [1, 1, 0]
+  assert lookahead.slice_sizes(10, 6) == [2, 2, 2, 2, 2, 0]
+  np.testing.assert_array_equal(lookahead.live_slices(lookahead.pad_into_slices(
+      jax.tree_util.tree_map(lambda a: a[:2], b), 3)), [1, 1, 0])
+  # Divisible k: exactly split_into_slices.
+  chex.assert_trees_all_equal(lookahead.pad_into_slices(b, 5),
+                              lookahead.split_into_slices(b, 5))
+  with pytest.raises(ValueError, match="inner_steps=0"):
+    lookahead.pad_into_slices(b, 0)
+
+
+IMPLS = [(True, "accumulate"), (True, "unroll"), (False, "hvp"), (False, "unroll")]
+# Every implementation on 4, 4, 2; the fast ones (accumulate, hvp) also with the
+# 'last' meta-loss, an empty slice and a binding clamp (suite time).
+FAST = (IMPLS[0], IMPLS[2])
+UNEVEN_CASES = (
+    [(10, 3, None, fo, impl, "mean") for fo, impl in IMPLS] +
+    [(10, 3, None, fo, impl, "last") for fo, impl in FAST] +
+    [(2, 3, None, fo, impl, "mean") for fo, impl in FAST] +
+    [(10, 3, 0.05, fo, impl, "mean") for fo, impl in FAST[1:]])
+
+
+@pytest.mark.parametrize("b,k,clamp,first_order,impl,reduction", UNEVEN_CASES)
+def test_uneven_slices_equal_a_hand_unroll(b, k, clamp, first_order, impl, reduction):
+  """Padded [k, ⌈b/k⌉] slices against a hand unroll over torch.split's chunks
+  (10, 3: sizes 4, 4, 2; 2, 3: two slices of 1, the third empty and skipped)."""
+  with jax.enable_x64(True):
+    params, lrs, _, meta = make_problem(jax.random.PRNGKey(5), k=1, dtype=jnp.float64)
+    stream = make_problem(jax.random.PRNGKey(6), k=1, slice_size=b,
+                          dtype=jnp.float64)[2]
+    stream = slice_of(stream, 0)
+    chunks = torch_split(stream, -(-b // k))
+    assert [c.y.shape[0] for c in chunks] == ([4, 4, 2] if b == 10 else [1, 1])
+    if clamp is not None:  # the clamp must bind for the case to mean much
+      g = jax.grad(ce_loss)(params, chunks[0])
+      assert any(np.any(np.abs(x) > clamp) for x in jax.tree_util.tree_leaves(g))
+    opts = lookahead.LookaheadOptions(
+        first_order=first_order, meta_loss=reduction, grad_clamp=clamp,
+        first_order_impl=impl if first_order else "accumulate",
+        second_order_impl=impl if not first_order else "hvp")
+    loss, gt, ga, _ = lookahead.meta_gradients(
+        ce_loss, params, lrs, lookahead.pad_into_slices(stream, k), meta, opts)
+    want_loss, want_t, want_a = hand_meta_grads(params, lrs, chunks, meta, first_order,
+                                                reduction, clamp)
+    np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
+    chex.assert_trees_all_close(gt, want_t, atol=1e-12, rtol=1e-10)
+    chex.assert_trees_all_close(ga, want_a, atol=1e-12, rtol=1e-10)
+    assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves((gt, ga)))

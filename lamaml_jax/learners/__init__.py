@@ -16,12 +16,13 @@ from lamaml_jax.learners import icarl
 from lamaml_jax.learners import iid
 from lamaml_jax.learners import lamaml
 from lamaml_jax.learners import mer
+from lamaml_jax.learners import meta_bgd
 from lamaml_jax.learners import online
 from lamaml_jax.learners.base import BuildContext, Learner, Method
 
 REGISTRY: dict[str, Method] = {
     **lamaml.METHODS, **online.METHODS, **er.METHODS, **ewc.METHODS, **gem.METHODS,
-    **agem.METHODS, **iid.METHODS, **icarl.METHODS, **mer.METHODS,
+    **agem.METHODS, **iid.METHODS, **icarl.METHODS, **mer.METHODS, **meta_bgd.METHODS,
 }
 METHODS = tuple(REGISTRY)
 
