@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import time
@@ -93,6 +94,47 @@ def check_execution_settings(config: ml_collections.ConfigDict) -> None:
                      f"checkpoint after every program), got {config.checkpoint_every_minutes}.")
   if not config.keep_checkpoints >= 1:
     raise ValueError(f"keep_checkpoints must be >= 1, got {config.keep_checkpoints}.")
+
+
+def _non_finite_fields(tree, prefix: str = "") -> list[str]:
+  """Dotted names of the float fields of a (nested) config dict that are NaN/inf."""
+  out = []
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out += _non_finite_fields(v, f"{prefix}{k}.")
+    elif isinstance(v, float) and not math.isfinite(v):
+      out.append(f"{prefix}{k}={v}")
+  return out
+
+
+def validate_config(config: ml_collections.ConfigDict,
+                    data_dir: Optional[str] = None) -> None:
+  """Checks that need no data, before anything is built or written.
+
+  Raises ValueError for a NaN/inf anywhere in the config, a grid string with no
+  entry, or a --data_dir that does not exist. Warns when a learner step size is
+  0 (that part does not learn) and when the batch size does not divide the task's
+  samples (the remainder is not trained on).
+  """
+  bad = _non_finite_fields(config.to_dict())
+  if bad:
+    raise ValueError(f"Non-finite config values: {', '.join(bad)}; give finite numbers.")
+  if config.grid and not any(p.strip() for p in config.grid.split(";")):
+    raise ValueError(f"--config.grid={config.grid!r} has no entry; write "
+                     "NAME=V1,V2;... or leave it empty for no grid.")
+  if data_dir and not os.path.isdir(data_dir):
+    raise ValueError(f"--data_dir {data_dir} is not a directory; pass the directory "
+                     "that holds the prepared data (README, 'Data').")
+  method = learners.method(config.method)
+  zero = [name for name in method.step_sizes
+          if config.learner.get(name, None) == 0]
+  if zero:
+    logging.warning("%s = 0: this run does not learn through %s.",
+                    " = ".join(zero), "them" if len(zero) > 1 else "it")
+  n, b = config.samples_per_task, config.batch_size
+  if n is not None and b and n % b:
+    logging.warning("samples_per_task=%d is not a multiple of batch_size=%d: the last "
+                    "%d samples of each task are not trained on.", n, b, n % b)
 
 
 def _differences(found, wanted, prefix: str = "") -> list[str]:
@@ -475,6 +517,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   """
   start_time = time.time()
   check_execution_settings(config)
+  validate_config(config, data_dir)
   check_workdir(config, workdir, overwrite)
   parts = build(config, data_dir)  # validates everything and loads the data
   prepare_workdir(config, workdir, overwrite)

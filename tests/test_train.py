@@ -173,3 +173,34 @@ def test_invalid_execution_settings_are_refused_before_writing(field, value, pat
   with pytest.raises(ValueError, match=pattern):
     train.run(config, str(tmp_path / "run"))
   assert not os.path.exists(tmp_path / "run")
+
+
+@pytest.mark.parametrize("field,value,pattern", [
+    ("learner.alpha_init", float("nan"), r"Non-finite config values: learner.alpha_init=nan"),
+    ("learner.opt_lr", float("inf"), r"learner.opt_lr=inf"),
+    ("grid", ";;;", r"has no entry"),
+])
+def test_invalid_configs_are_refused_before_anything_is_written(field, value, pattern,
+                                                                tmp_path):
+  config = small_config()
+  if "." in field:
+    config.learner[field.split(".")[1]] = value
+  else:
+    config[field] = value
+  with pytest.raises(ValueError, match=pattern):
+    train.run(config, str(tmp_path / "w"))
+  assert not (tmp_path / "w").exists()
+
+
+def test_a_missing_data_dir_is_an_error(tmp_path):
+  with pytest.raises(ValueError, match="--data_dir .*missing is not a directory"):
+    train.run(small_config(), str(tmp_path / "w"), data_dir=str(tmp_path / "missing"))
+
+
+def test_zero_step_sizes_and_truncated_tasks_are_stated(caplog):
+  config = small_config(alpha_init=0.0, samples=205)
+  train.validate_config(config)
+  text = caplog.text
+  assert "alpha_init = 0: this run does not learn through it" in text
+  assert ("samples_per_task=205 is not a multiple of batch_size=10: the last 5 "
+          "samples of each task are not trained on") in text
