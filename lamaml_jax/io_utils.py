@@ -12,7 +12,7 @@ import json
 import math
 import os
 import tempfile
-from typing import Any, IO, Iterator, Mapping, Union
+from typing import Any, IO, Iterator, Mapping, Optional, Union
 
 import numpy as np
 
@@ -182,3 +182,48 @@ def read_jsonl(path: PathLike) -> list[dict]:
   with open(path, "r", encoding="utf-8") as f:
     lines = f.read().split("\n")
   return [json.loads(line) for line in lines[:-1] if line.strip()]
+
+
+class WorkdirLockedError(RuntimeError):
+  """Another process holds the workdir's lock."""
+
+
+class WorkdirLock:
+  """An exclusive advisory lock (`fcntl.flock`) on DIR/.lock for a run's life.
+
+  A second process asking for the same directory's lock gets WorkdirLockedError
+  at once, naming the holder's PID and host (written into the lock file). The
+  kernel releases the lock when the holder exits, however it exits, so a killed
+  run never leaves a stale lock. flock is advisory and not honoured by every
+  network file system (BUILD.md).
+  """
+
+  NAME = ".lock"
+
+  def __init__(self, directory: PathLike):
+    self.directory = os.fspath(directory)
+    self.path = os.path.join(self.directory, self.NAME)
+    self._fd: Optional[int] = None
+
+  def __enter__(self) -> "WorkdirLock":
+    import fcntl  # pylint: disable=g-import-not-at-top  (POSIX only)
+    import socket  # pylint: disable=g-import-not-at-top
+    os.makedirs(self.directory, exist_ok=True)
+    fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
+      os.close(fd)
+      raise WorkdirLockedError(
+          f"{self.directory} is in use by another run (process {holder}); wait for "
+          "it to finish or use another --workdir.") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    self._fd = fd
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._fd is not None:
+      os.close(self._fd)  # releases the flock
+      self._fd = None

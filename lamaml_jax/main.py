@@ -26,6 +26,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from lamaml_jax import checkpointing
+from lamaml_jax import io_utils
 from lamaml_jax import train
 from lamaml_jax.learners import METHODS
 
@@ -106,7 +107,8 @@ def main(argv, config_flag):
   enable_compilation_cache(COMPILATION_CACHE_DIR.value)
   try:
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
-  except (ValueError, train.DivergenceError, checkpointing.CheckpointError) as e:
+  except (ValueError, train.DivergenceError, checkpointing.CheckpointError,
+          io_utils.WorkdirLockedError) as e:
     sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
   logging.info("Outputs in %s (results: %s).", workdir,
                os.path.join(workdir, train.RESULTS_FILE))

@@ -520,7 +520,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   validate_config(config, data_dir)
   check_workdir(config, workdir, overwrite)
   parts = build(config, data_dir)  # validates everything and loads the data
-  prepare_workdir(config, workdir, overwrite)
+  with io_utils.WorkdirLock(workdir):
+    prepare_workdir(config, workdir, overwrite)
+    return _run_locked(config, workdir, parts, start_time)
+
+
+def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
+                start_time: float) -> dict:
+  """`run` once its workdir is prepared and locked."""
   members, schedule, learner = parts.members, parts.schedule, parts.learner
   member_benchmarks = [parts.benchmarks[m["seed"]] for m in members]
   benchmark = member_benchmarks[0]

@@ -1,13 +1,18 @@
 """End-to-end runs of the runner on the embedded mnist5k benchmark."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import configs
+from lamaml_jax import io_utils
 from lamaml_jax import task_program
 from lamaml_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def small_config(method="lamaml", tasks=3, samples=200, **learner):
@@ -204,3 +209,26 @@ def test_zero_step_sizes_and_truncated_tasks_are_stated(caplog):
   assert "alpha_init = 0: this run does not learn through it" in text
   assert ("samples_per_task=205 is not a multiple of batch_size=10: the last 5 "
           "samples of each task are not trained on") in text
+
+
+def test_a_locked_workdir_is_refused_and_the_holder_named(tmp_path):
+  """While one run holds the workdir (here a second process holding its lock), a
+  run on it stops at once with one line naming the holder; its outputs are left
+  alone. Once the holder exits the lock is free (a killed holder included)."""
+  workdir = tmp_path / "w"
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time; from lamaml_jax import io_utils\n"
+       f"with io_utils.WorkdirLock({str(workdir)!r}):\n"
+       "  print('locked', flush=True); time.sleep(60)"],
+      cwd=ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(io_utils.WorkdirLockedError,
+                       match=rf"in use by another run \(process {holder.pid} on "):
+      train.run(small_config(tasks=1, samples=20), str(workdir))
+    assert sorted(os.listdir(workdir)) == [".lock"]  # nothing else written
+  finally:
+    holder.kill()
+    holder.wait()
+  out = train.run(small_config(tasks=1, samples=20), str(workdir))
+  assert out["status"] == "complete"
