@@ -599,8 +599,10 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     return _results(config, parts, progress, state, wall())
 
   # Records and events past the checkpoint resumed from (all of them when there is
-  # none: a process killed before its first checkpoint) are written again below.
-  resume_step = latest or 0
+  # none: a process killed before its first checkpoint) are written again below;
+  # those at its step were written before it was saved and stay. TensorBoard hides
+  # an earlier file's events at or after the purge step.
+  resume_step = -1 if latest is None else latest
   _trim_metrics_log(metrics_path, resume_step)
   task_started = time.time()
 
@@ -613,7 +615,7 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   # Leaving the block, normally or not, waits for a checkpoint still being written.
   with programs, ckpt, io_utils.JsonlWriter(metrics_path) as log, \
       summary_writer.SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                   purge_step=resume_step) as tb:
+                                   purge_step=resume_step + 1) as tb:
     first_task = progress.task
     for t in range(progress.task, num_segments):
       if loaded[0] != schedule.data_index(t):  # IID: every segment reads all data

@@ -232,3 +232,42 @@ def test_a_locked_workdir_is_refused_and_the_holder_named(tmp_path):
     holder.wait()
   out = train.run(small_config(tasks=1, samples=20), str(workdir))
   assert out["status"] == "complete"
+
+
+def _tensorboard_steps(workdir):
+  """{tag: [steps]} as TensorBoard shows them (its purge of resumed files applied)."""
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  acc = event_accumulator.EventAccumulator(os.path.join(workdir, "tensorboard"))
+  acc.Reload()
+  return {tag: [e.step for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def test_tensorboard_and_log_after_two_resumes_equal_an_uninterrupted_run(
+    finished_run, tmp_path, monkeypatch):
+  """Stopped after the checkpoint of step 25 (mid-task) and again after that of
+  step 40 (a task end, its evaluation written just before), then finished: every
+  TensorBoard scalar and every metrics.jsonl step as in one go."""
+  whole_dir, _ = finished_run
+  config = small_config()
+  config.steps_per_program, config.checkpoint_every_minutes = 5, 0.0
+  from lamaml_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  original = checkpointing.Checkpointer.save
+  for stop in (25, 40):
+    def save_then_stop(self, step, item, stop=stop):
+      original(self, step, item)
+      if step == stop:
+        self.close()  # the checkpoint is on disk, as after a kill right then
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+      patch.setattr(checkpointing.Checkpointer, "save", save_then_stop)
+      train.run(config, str(tmp_path))
+  train.run(config, str(tmp_path))
+  want, got = _tensorboard_steps(whole_dir), _tensorboard_steps(str(tmp_path))
+  assert got["eval/mean_seen_accuracy"] == [20, 40, 60]
+  # The uninterrupted run has programs of 20 steps; compare the steps both log.
+  assert got["eval/mean_seen_accuracy"] == want["eval/mean_seen_accuracy"]
+  assert got["train/loss"] == list(range(5, 61, 5))
+  steps = [r["global_step"] for r in io_utils.read_jsonl(tmp_path / "metrics.jsonl")]
+  assert steps == sorted(steps) and len(steps) == len(set(
+      (r["global_step"], "eval_accuracy" in r)
+      for r in io_utils.read_jsonl(tmp_path / "metrics.jsonl")))
