@@ -1,5 +1,6 @@
 """iCaRL: herding, the exemplar store, nearest-mean prediction and distillation
 against hand derivations and NumPy; the learner's steps, task ends and options."""
+import dataclasses
 import functools
 from typing import Callable, NamedTuple
 
@@ -419,6 +420,31 @@ def test_predict_is_nearest_mean_of_exemplars_masked_to_the_task(features):
     logits = np.asarray(net(state.params, query))
     np.testing.assert_allclose(unseen_scores[:, 4:], logits[:, 4:], rtol=1e-5)
     assert np.all(np.isneginf(unseen_scores[:, :4]))
+
+
+def test_distillation_buckets_forward_only_past_tasks_with_the_same_update():
+  """5 tasks (8 class groups): at task 2 the bucketed learner forwards the 4
+  groups of tasks 0-1 where the other forwards all 8; same draw, same step."""
+  ctx = dataclasses.replace(context(), num_tasks=5)
+  assert icarl.distillation_buckets(8, CPT, True) == [2, 4, 6, 8]
+  out = []
+  for buckets in (True, False):
+    hp = icarl.ICaRLHparams(lr=LR, memory_size=K, grad_clip_norm=CLIP,
+                            memory_strength=LAMBDA, distill_buckets=buckets)
+    learner = icarl.make(hp, ctx)
+    x0, y0 = task_data(0, 0)
+    state = fast_jit(learner.init)(jax.random.PRNGKey(0), as_batch(x0[:B], y0[:B], 0))
+    for task in (0, 1):
+      x, y = task_data(task, task)
+      state = fast_jit(learner.end_task)(state, x, y, jnp.int32(task))
+    state = state._replace(params=perturb(state.params, 3, 0.2))
+    x2, y2 = task_data(2, 2)
+    out.append(fast_jit(learner.observe)(state, as_batch(x2[:B], y2[:B], 2),
+                                         jnp.int32(0)))
+  (bucketed, m1), (full, m2) = out
+  np.testing.assert_allclose(flat(bucketed.params), flat(full.params), atol=1e-6)
+  assert float(m1["distill"]) > 1e-3
+  np.testing.assert_allclose(m1["distill"], m2["distill"], rtol=1e-5)
 
 
 def test_distillation_step_matches_hand_gradient():
