@@ -98,6 +98,10 @@ CASES = {
                     "cifar100", {}),
     "cifar_icarl_sp": ("CIFAR iCaRL observe (2 glances, 10 past tasks)", "icarl",
                        "cifar100,single_pass", {}),
+    "cifar_bgd": ("CIFAR Meta-BGD observe (2 MC samples x 3 inner steps, 2nd order)",
+                  "meta_bgd", "cifar100", {}),
+    "cifar_bgd_sp": ("CIFAR Meta-BGD observe (3 glances)", "meta_bgd",
+                     "cifar100,single_pass", {}),
     "mnist_mer": ("MNIST MER observe (10 examples x 5 rounds x 11 steps)", "mer",
                   "mnist5k_rotations", dict(lr=0.1, beta=0.1, batches_per_example=5,
                                             replay_batch_size=10, grad_clip_norm=10.0)),
@@ -113,7 +117,7 @@ OFFICIAL_CONFIGS = {"mnist_fo": "e", "mnist_so": "f", "cifar_so": "a", "cifar_fo
                     "cifar_er_sp": "p", "cifar_gem": "j", "cifar_gem_sp": "r",
                     "cifar_agem": "k", "cifar_agem_sp": "s", "cifar_iid": "n",
                     "mnist_mer": "y", "cifar_mer": "t", "cifar_icarl": "l",
-                    "cifar_icarl_sp": "q"}
+                    "cifar_icarl_sp": "q", "cifar_bgd": "m", "cifar_bgd_sp": "u"}
 # The state a case is timed in, as the harness's protocols set it up: (task the
 # timed calls belong to, stream batches observed before, on each of the tasks
 # before it, or on task 0 when it is 0). Reservoir methods: the buffer full
