@@ -110,6 +110,9 @@ def main(argv, config_flag):
   except (ValueError, train.DivergenceError, checkpointing.CheckpointError,
           io_utils.WorkdirLockedError) as e:
     sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
+  except train.Interrupted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)  # 143 for SIGTERM, 130 for SIGINT
   logging.info("Outputs in %s (results: %s).", workdir,
                os.path.join(workdir, train.RESULTS_FILE))
 

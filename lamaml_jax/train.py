@@ -26,6 +26,8 @@ import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 from typing import Callable, Optional
 
@@ -64,6 +66,50 @@ OUTPUTS = (CHECKPOINT_DIR, RESULTS_FILE, METRICS_FILE, "tensorboard",
 
 class DivergenceError(RuntimeError):
   """A NaN or infinity appeared in the loss, gradients, weights or learning rates."""
+
+
+class Interrupted(Exception):
+  """SIGTERM or SIGINT arrived; the run checkpointed where it was and stopped.
+
+  Attributes:
+    signum: the signal; the conventional exit status is 128 + signum (143 for
+      SIGTERM, 130 for SIGINT).
+  """
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class _StopRequests:
+  """Records SIGTERM / SIGINT instead of dying mid-program (a Python handler
+  cannot interrupt a running XLA program, which has donated its input state);
+  the run loop checkpoints and stops when the program returns. A second signal
+  of the same kind exits at once. Installed only in the main thread."""
+
+  def __init__(self):
+    self.signum: Optional[int] = None
+    self._previous = {}
+
+  def __enter__(self) -> "_StopRequests":
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is not None:  # asked twice: stop now, as without the handler
+      signal.signal(signum, signal.SIG_DFL)
+      os.kill(os.getpid(), signum)
+    self.signum = signum
+    logging.warning("%s received: stopping after the running program with a "
+                    "checkpoint (send it again to stop at once).",
+                    signal.Signals(signum).name)
+
+  def __exit__(self, *exc) -> None:
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
 
 
 # Metrics every learner's `observe` returns; the runner logs all the others too.
@@ -520,13 +566,13 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   validate_config(config, data_dir)
   check_workdir(config, workdir, overwrite)
   parts = build(config, data_dir)  # validates everything and loads the data
-  with io_utils.WorkdirLock(workdir):
+  with io_utils.WorkdirLock(workdir), _StopRequests() as stop:
     prepare_workdir(config, workdir, overwrite)
-    return _run_locked(config, workdir, parts, start_time)
+    return _run_locked(config, workdir, parts, start_time, stop)
 
 
 def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
-                start_time: float) -> dict:
+                start_time: float, stop: _StopRequests) -> dict:
   """`run` once its workdir is prepared and locked."""
   members, schedule, learner = parts.members, parts.schedule, parts.learner
   member_benchmarks = [parts.benchmarks[m["seed"]] for m in members]
@@ -598,6 +644,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   def results():
     return _results(config, parts, progress, state, wall())
 
+  def interrupted(t: int):
+    """Stops after a checkpoint of task t (0-based), step progress.step."""
+    log.flush()
+    raise Interrupted(
+        f"Interrupted by {signal.Signals(stop.signum).name} at task {t + 1} step "
+        f"{progress.step} (checkpoint {global_step()} written); rerun the same "
+        "command to resume.", stop.signum)
+
   # Records and events past the checkpoint resumed from (all of them when there is
   # none: a process killed before its first checkpoint) are written again below;
   # those at its step were written before it was saved and stay. TensorBoard hides
@@ -650,10 +704,12 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
           record["loss_per_member"] = np.mean(m["loss"], axis=1).tolist()
         log.write(record)
         tb.scalars({f"train/{k}": v for k, v in scalars.items()}, global_step())
-        if progress.step < steps and save_due():
+        if progress.step < steps and (save_due() or stop.signum is not None):
           tb.flush()
           save()
           last_save = time.time()
+        if stop.signum is not None and progress.step < steps:
+          interrupted(t)
       if parts.end_task is not None:
         state = parts.end_task(state, x, y, jax.device_put(np.int32(t)))
       rows = accuracy(state, t + 1)
@@ -676,9 +732,11 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
       if with_val:
         tb.scalars({"val/mean_all_accuracy": float(np.nanmean(rows[1]))}, global_step())
       tb.flush()
-      if t == num_segments - 1 or save_due():
+      if t == num_segments - 1 or save_due() or stop.signum is not None:
         save()
         last_save = time.time()
+      if stop.signum is not None and t < num_segments - 1:
+        interrupted(t + 1)
       # The last segment's duration predicts the rest; the first of a process
       # also compiles the programs, so it predicts nothing.
       if t > first_task:

@@ -251,3 +251,34 @@ def test_corrupt_checkpoint_stops_with_a_clear_error(reference, tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed" not in proc.stderr
   assert _load(workdir) == reference.wait()
+
+
+@pytest.mark.parametrize("signum,status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_sigterm_and_sigint_checkpoint_stop_and_resume_identically(
+    reference, tmp_path, signum, status):
+  """SIGTERM (a scheduler's preemption) or SIGINT (Ctrl-C) during task 2: the run
+  finishes the running program, checkpoints, says one line and exits 128 +
+  signal; the same command then finishes as the uninterrupted run."""
+  workdir, log_path = str(tmp_path / "run"), str(tmp_path / "launch0.log")
+  proc = _start(workdir, log_path)
+  deadline = time.time() + TIMEOUT_S
+  try:
+    while proc.poll() is None and not any(s > 25 for s in _checkpoints(workdir)[0]):
+      assert time.time() < deadline, "run did not reach task 2 in time"
+      time.sleep(0.01)
+    proc.send_signal(signum)
+    proc.wait(timeout=TIMEOUT_S)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+  with open(log_path) as f:
+    text = f.read()
+  assert proc.returncode == status, text[-3000:]
+  assert "Traceback" not in text, text[-3000:]
+  assert re.search(rf"Interrupted by {signal.Signals(signum).name} at task 2 step "
+                   r"\d+ \(checkpoint \d+ written\); rerun the same command", text), text[-2000:]
+  again = _start(workdir, str(tmp_path / "launch1.log"))
+  assert again.wait(timeout=TIMEOUT_S) == 0
+  assert _resumed_from(str(tmp_path / "launch1.log")) is not None
+  assert _load(workdir) == reference.wait()
