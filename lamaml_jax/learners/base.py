@@ -225,3 +225,12 @@ def check_at_least(name: str, value: int, low: int) -> None:
   """Raises ValueError naming an integer hyperparameter below `low`."""
   if value is None or int(value) != value or value < low:
     raise ValueError(f"{name} must be an integer >= {low}, got {value!r}.")
+
+
+def check_replay_fits(replay_batch_size: int, memory_size: int) -> None:
+  """Raises ValueError when a replay batch asks for more samples than the memory
+  holds."""
+  if replay_batch_size > memory_size:
+    raise ValueError(
+        f"replay_batch_size={replay_batch_size} exceeds memory_size={memory_size}; "
+        "lower the replay batch or enlarge the memory.")

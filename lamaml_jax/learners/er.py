@@ -49,10 +49,7 @@ class ERHparams(online.OnlineHparams):
     super().__post_init__()
     base.check_at_least("memory_size", self.memory_size, 1)
     base.check_at_least("replay_batch_size", self.replay_batch_size, 0)
-    if self.replay_batch_size > self.memory_size:
-      raise ValueError(
-          f"replay_batch_size={self.replay_batch_size} exceeds memory_size="
-          f"{self.memory_size}; lower the replay batch or enlarge the memory.")
+    base.check_replay_fits(self.replay_batch_size, self.memory_size)
 
 
 class ERState(NamedTuple):

@@ -109,10 +109,7 @@ class LaMAMLHparams:
       base.check_at_least(name, getattr(self, name), 1)
     if self.replay_batch_size < 0:
       raise ValueError(f"replay_batch_size must be >= 0, got {self.replay_batch_size!r}.")
-    if self.replay_batch_size > self.memory_size:
-      raise ValueError(
-          f"replay_batch_size={self.replay_batch_size} exceeds memory_size="
-          f"{self.memory_size}; lower the replay batch or enlarge the memory.")
+    base.check_replay_fits(self.replay_batch_size, self.memory_size)
     if self.weight_grad not in ("meta", "replay"):
       raise ValueError(f"weight_grad must be 'meta' or 'replay', got {self.weight_grad!r}.")
     if self.weight_grad == "replay" and self.sync_update:

@@ -76,10 +76,7 @@ class MERHparams:
     base.check_at_least("unroll", self.unroll, 1)
     if self.grad_clip_norm is not None:
       base.check_positive("grad_clip_norm", self.grad_clip_norm, allow_zero=False)
-    if self.replay_batch_size > self.memory_size:
-      raise ValueError(
-          f"replay_batch_size={self.replay_batch_size} exceeds memory_size="
-          f"{self.memory_size}; lower the replay batch or enlarge the memory.")
+    base.check_replay_fits(self.replay_batch_size, self.memory_size)
 
 
 SWEEPABLE = ("lr", "beta", "gamma")

@@ -137,10 +137,7 @@ class MetaBGDHparams:
       base.check_at_least(name, getattr(self, name), 1)
     base.check_at_least("replay_batch_size", self.replay_batch_size, 0)
     base.check_at_least("scan_unroll", self.scan_unroll, 0)
-    if self.replay_batch_size > self.memory_size:
-      raise ValueError(
-          f"replay_batch_size={self.replay_batch_size} exceeds memory_size="
-          f"{self.memory_size}; lower the replay batch or enlarge the memory.")
+    base.check_replay_fits(self.replay_batch_size, self.memory_size)
     if self.bgd_alpha not in ("fixed", "bayesian"):
       raise ValueError(f"bgd_alpha must be 'fixed' (constant α, the paper) or "
                        f"'bayesian' (sampled and BGD-learned, the official code), "
