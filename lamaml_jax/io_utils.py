@@ -8,6 +8,7 @@ are created as needed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -227,3 +228,31 @@ class WorkdirLock:
     if self._fd is not None:
       os.close(self._fd)  # releases the flock
       self._fd = None
+
+
+_FIXES = {
+    errno.ENOSPC: "no space is left on its device: free some space (or move the run "
+                  "to another disk with --workdir), then rerun the same command to "
+                  "resume from the newest checkpoint",
+    errno.EDQUOT: "the disk quota is used up: free some space, then rerun the same "
+                  "command to resume from the newest checkpoint",
+    errno.EROFS: "its file system is read-only: pass a --workdir on a writable one",
+    errno.EACCES: "permission denied: pass a --workdir you can write to, or fix the "
+                  "permissions of that path",
+    errno.EPERM: "operation not permitted: pass a --workdir you can write to, or fix "
+                 "the permissions of that path",
+    errno.ENOTDIR: "a part of that path is a file, not a directory: choose another "
+                   "--workdir",
+    errno.EISDIR: "it is a directory where a file was expected: remove it or choose "
+                  "another --workdir",
+    errno.ENAMETOOLONG: "the path is too long: choose a shorter --workdir",
+}
+
+
+def file_system_error_message(e: OSError) -> str:
+  """One line for a failed file operation: the path, what went wrong, the fix."""
+  path = e.filename if e.filename is not None else "a file of the run"
+  fix = _FIXES.get(e.errno) or (
+      f"{e.strerror or e}: check that path and its disk, then rerun the same command "
+      "(it resumes from the newest checkpoint)")
+  return f"cannot use {path}: {fix}."

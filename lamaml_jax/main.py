@@ -18,6 +18,7 @@ import functools
 import logging as std_logging
 import os
 import sys
+import traceback
 from typing import Optional
 
 from absl import app
@@ -83,17 +84,21 @@ def config_file_from_argv(argv: list[str]) -> str:
 
 
 class _QuietLibraries(std_logging.Filter):
-  """Drops INFO chatter of orbax (one paragraph per checkpoint) from the log."""
+  """Drops orbax's INFO chatter (a paragraph per checkpoint) and its ERROR records
+  (a traceback from each background thread of a failed write: the failure
+  reaches the run as an exception, reported in one line) from the log."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or "orbax" not in record.pathname
+    return "orbax" not in record.pathname or record.levelno == std_logging.WARNING
 
 
 def main(argv, config_flag):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  config = config_flag.value
+  with clear_config_errors(sys.argv):
+    config = config_flag.value
+    config.get("method")  # ml_collections defers a failed load to the first access
   if SEED.value is not None:
     config.seed = SEED.value
   if NUM_SEEDS.value is not None:
@@ -110,6 +115,9 @@ def main(argv, config_flag):
   except (ValueError, train.DivergenceError, checkpointing.CheckpointError,
           io_utils.WorkdirLockedError) as e:
     sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
+  except OSError as e:  # the file system failed: disk full, read-only, permissions
+    logging.debug("The error in full:", exc_info=True)  # shown with --verbosity=1
+    sys.exit(f"error: {io_utils.file_system_error_message(e)}")
   except train.Interrupted as e:
     print(e, file=sys.stderr, flush=True)
     sys.exit(128 + e.signum)  # 143 for SIGTERM, 130 for SIGINT
@@ -138,6 +146,41 @@ def clear_config_errors(argv: list[str]):
     sys.exit(f"error: {unknown_field_message(e, argv)}")
   except (ValueError, TypeError) as e:
     sys.exit(f"error: {e}")
+  except Exception as e:  # pylint: disable=broad-except
+    if not (isinstance(e, (OSError, SyntaxError)) or _config_file_frames(e, argv)):
+      raise  # not the config file's failure
+    sys.exit(f"error: {config_file_message(e, argv)}")
+
+
+def _config_path(argv: list[str]) -> Optional[str]:
+  given = [a.split("=", 1)[1] for a in argv if a.startswith("--config=")]
+  return given[-1].split(":", 1)[0] if given else None
+
+
+def _config_file_frames(error: BaseException, argv: list[str]) -> list[int]:
+  """Line numbers of the --config file's frames in `error`'s traceback."""
+  path = _config_path(argv)
+  return [f.lineno for f in traceback.extract_tb(error.__traceback__)
+          if path and os.path.abspath(f.filename) == os.path.abspath(path)]
+
+
+def config_file_message(error: Exception, argv: list[str]) -> str:
+  """One line for a --config file that cannot be loaded (missing, unreadable,
+  not valid Python)."""
+  path = _config_path(argv) or "the config file"
+  if _config_path(argv) and not os.path.exists(path):
+    return (f"--config file {path} does not exist; pass an existing one, e.g. "
+            "--config=configs/lamaml.py:mnist5k_rotations, or pick one of configs/ "
+            "with --method and --dataset.")
+  if isinstance(error, SyntaxError):
+    detail = f"{error.msg} (line {error.lineno})"
+  else:
+    text = str(error).strip().splitlines()
+    detail = f"{type(error).__name__}: {text[-1].strip() if text else ''}"
+    lines = _config_file_frames(error, argv)
+    if lines:
+      detail += f" (line {lines[-1]})"
+  return f"--config file {path} cannot be loaded: {detail}. Fix it or pass another file."
 
 
 def unknown_field_message(error: Exception, argv: list[str]) -> str:

@@ -616,11 +616,11 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                     config.keep_checkpoints)
   metrics_path = os.path.join(workdir, METRICS_FILE)
-  latest = ckpt.latest_step()
-  if latest is not None:
+  latest = None
+  if ckpt.latest_step() is not None:
     template = {"state": state,
                 "progress": Progress.start(num_members, num_segments, with_val).to_tree()}
-    restored = ckpt.restore(template)
+    latest, restored = ckpt.restore(template)  # the newest that verifies
     state, progress = restored["state"], Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)

@@ -1,4 +1,5 @@
 """Tests for lamaml_jax.io_utils."""
+import errno
 import json
 import os
 import stat
@@ -184,3 +185,16 @@ def test_jsonl_rejects_non_mappings_without_writing(tmp_path):
       w.write({"bad": object()})
     w.write({"ok": True})
   assert path.read_text() == '{"ok": true}\n'
+
+
+@pytest.mark.parametrize("code,words", [
+    (errno.ENOSPC, "no space is left on its device: free some space"),
+    (errno.EROFS, "its file system is read-only: pass a --workdir on a writable one"),
+    (errno.EACCES, "permission denied: pass a --workdir you can write to"),
+    (errno.EIO, "Input/output error: check that path and its disk, then rerun"),
+])
+def test_file_system_errors_are_one_line_naming_the_path(code, words):
+  message = io_utils.file_system_error_message(
+      OSError(code, os.strerror(code), "/runs/x/metrics.jsonl"))
+  assert message.startswith(f"cannot use /runs/x/metrics.jsonl: {words}")
+  assert "\n" not in message

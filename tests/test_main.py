@@ -38,6 +38,37 @@ def test_bad_input_is_one_clear_error(args, pattern, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.parametrize("content,pattern", [
+    (None, r"^error: --config file \S+missing.py does not exist; pass an existing one"),
+    ("def get_config(:\n", r"^error: --config file \S+cfg.py cannot be loaded: .*\(line 1\)"),
+    ("def get_config():\n  return 1 / 0\n",
+     r"^error: --config file \S+cfg.py cannot be loaded: ZeroDivisionError: division "
+     r"by zero \(line 2\)\. Fix it or pass another file\.$"),
+])
+def test_a_config_file_that_cannot_be_loaded_is_one_line(content, pattern, tmp_path):
+  path = tmp_path / ("missing.py" if content is None else "cfg.py")
+  if content is not None:
+    path.write_text(content)
+  result = run_main(f"--config={path}", workdir=str(tmp_path / "w"))
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert re.search(pattern, result.stderr, re.M), result.stderr[-2000:]
+  assert not (tmp_path / "w").exists()
+
+
+def test_an_unwritable_workdir_is_one_line(tmp_path):
+  """sysfs refuses new directories (EPERM, or EROFS where it is mounted read-only)."""
+  if not os.path.isdir("/sys") or os.path.exists("/sys/lamaml_jax_test"):
+    pytest.skip("needs a /sys that refuses new directories")
+  result = run_main("--config.num_tasks=2", "--config.samples_per_task=20",
+                    workdir="/sys/lamaml_jax_test")
+  assert result.returncode == 1
+  assert "Traceback" not in result.stderr, result.stderr[-2000:]
+  assert re.search(r"^error: cannot use /sys/lamaml_jax_test: (operation not permitted|"
+                   r"its file system is read-only|permission denied)", result.stderr,
+                   re.M), result.stderr[-2000:]
+
+
 def test_help_exits_0(tmp_path):
   result = run_main("--helpshort", workdir=str(tmp_path / "w"))
   assert result.returncode == 0 and "--method" in result.stdout + result.stderr

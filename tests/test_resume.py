@@ -205,51 +205,96 @@ def test_sigkilled_runs_resume_to_identical_results(reference, tmp_path):
   assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]
 
 
-def _corrupt_newest_checkpoint(workdir):
-  """Overwrites the array data files of the newest checkpoint with garbage."""
-  finished, _ = _checkpoints(workdir)
-  newest = max(finished)
-  corrupted = 0
-  for dirpath, _, filenames in os.walk(os.path.join(workdir, "checkpoints", str(newest))):
-    if os.path.basename(dirpath) == "d":  # OCDBT data files
-      for name in filenames:
-        path = os.path.join(dirpath, name)
-        size = os.path.getsize(path)
-        with open(path, "r+b") as f:
-          f.write(os.urandom(size))
-          f.truncate(max(1, size // 2))
-        corrupted += 1
-  assert corrupted
-  return newest
+def _data_files(workdir, step):
+  """The array data files (OCDBT's d/ directories) of checkpoint `step`."""
+  out = [os.path.join(dirpath, name) for dirpath, _, names in
+         os.walk(os.path.join(workdir, "checkpoints", str(step)))
+         if os.path.basename(dirpath) == "d" for name in names]
+  assert out
+  return out
 
 
-def test_corrupt_checkpoint_stops_with_a_clear_error(reference, tmp_path):
+def test_damaged_checkpoints_fall_back_or_stop_with_a_clear_error(reference, tmp_path):
+  """One flipped bit in the newest checkpoint's weights: the older checkpoint is
+  used and the results equal the uninterrupted run's. Every checkpoint damaged:
+  one line, nothing rewritten; --overwrite then starts afresh."""
   reference.wait()
   workdir = str(tmp_path / "run")
   shutil.copytree(reference.workdir, workdir)
-  newest = _corrupt_newest_checkpoint(workdir)
+  finished, _ = _checkpoints(workdir)
+  newest, older = max(finished), min(finished)
+  path = max(_data_files(workdir, newest), key=os.path.getsize)
+  data = bytearray(open(path, "rb").read())
+  data[len(data) // 2] ^= 0x04
+  open(path, "wb").write(bytes(data))
+  proc = subprocess.run(_command(workdir), cwd=ROOT, env=ENV, capture_output=True,
+                        text=True, timeout=TIMEOUT_S)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert re.search(rf"Checkpoint {newest} in \S+ differs from the digest written with "
+                   rf"it .*set aside as unverified-{newest}, resumed from checkpoint "
+                   rf"{older}\.", proc.stderr), proc.stderr[-3000:]
+  assert _load(workdir) == reference.wait()
+
+  for step in _checkpoints(workdir)[0]:
+    for path in _data_files(workdir, step):
+      with open(path, "r+b") as f:
+        f.truncate(max(1, os.path.getsize(path) // 2))
   def outputs():
     with open(os.path.join(workdir, "results.json")) as f, open(
         os.path.join(workdir, "metrics.jsonl")) as g:
-      return f.read(), g.read()
+      return f.read(), g.read(), sorted(os.listdir(os.path.join(workdir, "checkpoints")))
   before = outputs()
-
   proc = subprocess.run(_command(workdir), cwd=ROOT, env=ENV, capture_output=True,
                         text=True, timeout=TIMEOUT_S)
-  assert proc.returncode != 0
+  assert proc.returncode == 1
   assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
-  assert re.search(rf"error: Cannot restore checkpoint {newest} in \S+checkpoints: .*"
+  assert re.search(r"error: No checkpoint in \S+checkpoints can be restored: checkpoint "
+                   rf"{newest} cannot be read .*; checkpoint {older} cannot be read .*"
                    r"pass --overwrite to start the run afresh", proc.stderr), (
                        proc.stderr[-3000:])
-  # Not restarted: nothing trained, nothing rewritten, the checkpoint kept.
+  # Not restarted: nothing trained, nothing rewritten, nothing moved.
   assert "task 1/3" not in proc.stderr
   assert outputs() == before
-  assert newest in _checkpoints(workdir)[0]
 
   proc = subprocess.run(_command(workdir, "--overwrite"), cwd=ROOT, env=ENV,
                         capture_output=True, text=True, timeout=TIMEOUT_S)
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "Resumed" not in proc.stderr
+  assert _load(workdir) == reference.wait()
+  assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints"))
+              if n.startswith("unverified")]
+
+
+_DISK_FILLS_AT_THE_FOURTH_CHECKPOINT = """
+import sys
+import orbax.checkpoint as ocp
+from lamaml_jax import main
+real, calls = ocp.CheckpointManager.save, []
+def save(self, *args, **kwargs):
+  calls.append(None)
+  if len(calls) == 4:  # as TensorStore reports a full disk
+    raise ValueError('RESOURCE_EXHAUSTED: Error writing "item/0" in OCDBT database: '
+                     'Failed to write 18771 bytes to file 14: No space left on device')
+  return real(self, *args, **kwargs)
+ocp.CheckpointManager.save = save
+main.run_cli(["lamaml_jax.main", *sys.argv[1:]])
+"""
+
+
+def test_a_full_disk_is_one_line_and_the_same_command_resumes(reference, tmp_path):
+  workdir = str(tmp_path / "run")
+  proc = subprocess.run([sys.executable, "-c", _DISK_FILLS_AT_THE_FOURTH_CHECKPOINT,
+                         *_command(workdir)[3:]], cwd=ROOT, env=ENV,
+                        capture_output=True, text=True, timeout=TIMEOUT_S)
+  assert proc.returncode == 1, proc.stderr[-3000:]
+  assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+  errors = [l for l in proc.stderr.splitlines() if "error" in l.lower()]
+  assert len(errors) == 1 and re.match(
+      r"error: cannot use \S+/checkpoints: no space is left on its device: free some "
+      r"space .* rerun the same command to resume", errors[0]), proc.stderr[-3000:]
+  log = str(tmp_path / "resumed.log")
+  assert not _run_until(workdir, log, lambda: False)
+  assert _resumed_from(log) == (15, 0, 15)  # the third checkpoint, written before
   assert _load(workdir) == reference.wait()
 
 
