@@ -404,14 +404,15 @@ def time_members(case: str, counts: list[int], steps: int = 20):
     data = [parts.schedule.data(benches[s["seed"]], 0) for s in members]
     x, y, tasks = (jax.device_put(np.stack([d[i] for d in data])) for i in range(3))
     task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
+    length = jax.device_put(np.int32(steps))  # the run's program: any length
     t0 = time.perf_counter()
-    compiled = parts.train.lower(state, x, y, tasks, task, keys, start,
+    compiled = parts.train.lower(state, x, y, tasks, task, keys, start, length,
                                  num_steps=steps).compile()
     compile_s = time.perf_counter() - t0
-    state, _ = compiled(state, x, y, tasks, task, keys, start)
+    state, _ = compiled(state, x, y, tasks, task, keys, start, length)
     jax.block_until_ready(state)
     t0 = time.perf_counter()
-    state, _ = compiled(state, x, y, tasks, task, keys, start)
+    state, _ = compiled(state, x, y, tasks, task, keys, start, length)
     jax.block_until_ready(state)
     wall = time.perf_counter() - t0
     out[m] = {"ms_per_observe_all_members": round(wall / steps * 1e3, 2),

@@ -113,7 +113,11 @@ def run_config(method: str, dataset: str, setting: str, source: str
   c.heads = "task"
   c.batch_size = 10
   c.eval_batch_size = 1000
-  c.steps_per_program = 0       # 0: a whole task per compiled program
+  # Steps per compiled training program; 0: chosen from the measured step time
+  # so that no program outlasts max_program_seconds (a preempted run stops
+  # cleanly between programs; lamaml_jax/program_length.py).
+  c.steps_per_program = 0
+  c.max_program_seconds = 20.0
   # A checkpoint after a program or task once this many minutes passed since the
   # last (0: after every one), and after the last task.
   c.checkpoint_every_minutes = 10.0

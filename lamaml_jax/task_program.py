@@ -153,33 +153,60 @@ def over_members(fn: Callable, batching: str) -> Callable:
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
                        augment: Optional[Augment], batching: str = "vmap",
-                       compiler_options: Optional[dict] = None) -> Callable:
-  """Returns `train(state, x, y, sample_task, stream, data_root, start, num_steps)`.
+                       compiler_options: Optional[dict] = None,
+                       dynamic_length: bool = False) -> Callable:
+  """Returns `train(state, x, y, sample_task, stream, data_root, start, [length,]
+  num_steps)`.
 
   Mapped over a leading member axis (see `members`, `over_members`): state
   [M, ...], x [M, N, ...], y [M, N], sample_task [M, N], data_root [M, 2] (the
   members' data keys; the key of stream s, e.g. task s's, is
   `fold_in(data_root, s)`); stream and start (the first step) are shared
-  scalars. `num_steps` is static (one compilation per distinct length); the
+  scalars. `num_steps` is static (one compilation per distinct value); the
   others are device arrays. Returns (state, metrics), each metric [M, num_steps].
-  `compiler_options` go to XLA (see `train.build`).
+
+  With `dynamic_length`, the program takes `length` ([] int32, at most
+  `num_steps`) and runs that many steps (a `lax.fori_loop` whose trip count is
+  data, not shape): one executable serves programs of every length up to
+  `num_steps`, and metrics past `length` are zero. The steps are the same
+  computation as the scan's. `compiler_options` go to XLA (see `train.build`).
   """
-  def train_one(state: State, x, y, sample_task, data_key, start, num_steps: int):
+  def train_one(state: State, x, y, sample_task, data_key, start, length,
+                num_steps: int):
     orders = epoch_orders(spec, data_key)
 
     def step(state, g):
       batch, epoch = stream_batch(spec, x, y, sample_task, data_key, g,
                                   preprocess, augment, orders)
       return learner.observe(state, batch, epoch)
-    return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
+    if length is None:
+      return jax.lax.scan(step, state, start + jnp.arange(num_steps, dtype=jnp.int32))
+    metrics = jax.tree_util.tree_map(
+        lambda m: jnp.zeros((num_steps, *m.shape), m.dtype),
+        jax.eval_shape(step, state, start)[1])
 
-  def train(state: State, x, y, sample_task, stream, data_root, start, num_steps: int):
+    def body(i, carry):
+      state, metrics = carry
+      state, m = step(state, start + i)
+      return state, jax.tree_util.tree_map(lambda a, v: a.at[i].set(v), metrics, m)
+    return jax.lax.fori_loop(0, jnp.minimum(length, num_steps), body, (state, metrics))
+
+  def train(state: State, x, y, sample_task, stream, data_root, start, length=None,
+            *, num_steps: int):
     def one(state, x, y, sample_task, data_root):
       data_key = jax.random.fold_in(data_root, stream)
-      return train_one(state, x, y, sample_task, data_key, start, num_steps)
+      return train_one(state, x, y, sample_task, data_key, start, length, num_steps)
     return over_members(one, batching)(state, x, y, sample_task, data_root)
 
-  return jax.jit(train, static_argnames="num_steps", donate_argnums=0,
+  if dynamic_length:
+    program = lambda state, x, y, sample_task, stream, data_root, start, length, *, \
+        num_steps: train(state, x, y, sample_task, stream, data_root, start, length,
+                         num_steps=num_steps)
+  else:
+    program = lambda state, x, y, sample_task, stream, data_root, start, *, \
+        num_steps: train(state, x, y, sample_task, stream, data_root, start,
+                         num_steps=num_steps)
+  return jax.jit(program, static_argnames="num_steps", donate_argnums=0,
                  compiler_options=compiler_options)
 
 
@@ -206,9 +233,13 @@ class CompiledAhead:
       lowered = self._program.lower(*args, num_steps=num_steps)
       self._executables[num_steps] = self._pool.submit(lowered.compile)
 
-  def __call__(self, *args: Any, num_steps: int):
+  def executable(self, *args: Any, num_steps: int) -> Callable:
+    """The compiled program for these arguments (waits for its compilation)."""
     self.compile_ahead(*args, num_steps=num_steps)
-    return self._executables[num_steps].result()(*args)
+    return self._executables[num_steps].result()
+
+  def __call__(self, *args: Any, num_steps: int):
+    return self.executable(*args, num_steps=num_steps)(*args)
 
   def __enter__(self) -> "CompiledAhead":
     return self

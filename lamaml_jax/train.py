@@ -8,7 +8,9 @@ compiles `observe` into training programs, `end_task` and `predict` into their
 own, logs whatever scalars `observe` returns and reads nothing else from the
 state. Per segment t of the schedule (`schedules`: task t, or the t-th of T
 equal parts of the IID stream): its data move to the device once; the training
-program runs all its steps (or chunks of `config.steps_per_program` steps);
+program runs its steps in programs of `config.steps_per_program` steps (0,
+the default: lengths chosen from measured step time so that none outlasts
+`config.max_program_seconds`; `program_length`);
 `end_task` runs; the evaluation program fills row t of the accuracy matrix (and
 of the validation matrix, where the benchmark has a validation split). After a
 chunk or a segment a checkpoint is written once `config.checkpoint_every_minutes`
@@ -43,6 +45,7 @@ from lamaml_jax import members as members_lib
 from lamaml_jax import metrics as metrics_lib
 from lamaml_jax import networks
 from lamaml_jax import plots
+from lamaml_jax import program_length
 from lamaml_jax import provenance
 from lamaml_jax import schedules
 from lamaml_jax import summary_writer
@@ -122,8 +125,8 @@ class WorkdirConflictError(ValueError):
 
 # Fields that change how a run is executed, not what it computes: a run may resume
 # with other values.
-EXECUTION_FIELDS = ("steps_per_program", "checkpoint_every_minutes", "keep_checkpoints",
-                    "eval_batch_size", "member_batching")
+EXECUTION_FIELDS = ("steps_per_program", "max_program_seconds", "checkpoint_every_minutes",
+                    "keep_checkpoints", "eval_batch_size", "member_batching")
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -133,8 +136,11 @@ def _config_json(config: ml_collections.ConfigDict) -> dict:
 def check_execution_settings(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError (before anything is written) for invalid EXECUTION_FIELDS."""
   if not config.steps_per_program >= 0:
-    raise ValueError(f"steps_per_program must be >= 0 (0: a whole task per program), "
-                     f"got {config.steps_per_program}.")
+    raise ValueError(f"steps_per_program must be >= 0 (0: chosen from the step time, "
+                     f"see max_program_seconds), got {config.steps_per_program}.")
+  if not 0 < config.max_program_seconds < float("inf"):
+    raise ValueError("max_program_seconds must be a finite number > 0, got "
+                     f"{config.max_program_seconds}.")
   if not 0 <= config.checkpoint_every_minutes < float("inf"):
     raise ValueError("checkpoint_every_minutes must be a finite number >= 0 (0: a "
                      f"checkpoint after every program), got {config.checkpoint_every_minutes}.")
@@ -321,7 +327,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
     batching = "map" if jax.default_backend() == "cpu" else "vmap"
   train = task_program.make_train_program(learner, schedule.spec, benchmark.preprocess,
                                           context.augment, batching,
-                                          _train_compiler_options())
+                                          _train_compiler_options(),
+                                          dynamic_length=True)
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
                                             config.eval_batch_size, batching,
                                             context.class_incremental)
@@ -584,8 +591,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
            f"{'s ' + ','.join(map(str, seeds)) if len(seeds) > 1 else ' ' + str(seeds[0])}"
            f"{', %d members' % num_members if num_members > len(seeds) else ''})")
 
-  def chunk(t: int) -> int:
-    return config.steps_per_program or schedule.steps(t)
+  lengths = program_length.ProgramLength(config.steps_per_program,
+                                         config.max_program_seconds)
 
   def segment_data(t: int):
     """Segment t's training inputs, labels and task ids of every member (host)."""
@@ -599,7 +606,7 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   scalar = jax.ShapeDtypeStruct((), jnp.int32)
   programs = task_program.CompiledAhead(parts.train)
   programs.compile_ahead(state_shape, *segment_data(0), scalar, root_shape, scalar,
-                         num_steps=chunk(0))
+                         scalar, num_steps=lengths.capacity(schedule.steps(0)))
   state, data_roots = init_members(learner, members, example)
   stacked = lambda f: jax.device_put(members_lib.stack([f(b) for b in member_benchmarks]))
   eval_sets = [(stacked(lambda b: b.test_x), stacked(lambda b: b.test_y))]
@@ -678,11 +685,15 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
       stream_id = jax.device_put(np.int32(schedule.stream_id(t)))
       steps = schedule.steps(t)
       while progress.step < steps:
-        n = min(chunk(t), steps - progress.step)
+        n = lengths.next(progress.step, steps)
         start = schedule.first_step(t) + progress.step
-        state, m = programs(state, x, y, sample_task, stream_id, data_roots,
-                            jax.device_put(np.int32(start)), num_steps=n)
-        m = jax.device_get(m)
+        args = (state, x, y, sample_task, stream_id, data_roots,
+                jax.device_put(np.int32(start)), jax.device_put(np.int32(n)))
+        program = programs.executable(*args, num_steps=lengths.capacity(steps))
+        began = time.perf_counter()
+        state, m = program(*args)
+        m = {k: v[:, :n] for k, v in jax.device_get(m).items()}
+        lengths.measured(n, time.perf_counter() - began)
         newly = (~m[FINITE].all(axis=1)) & (progress.diverged < 0)
         for i in np.flatnonzero(newly):
           progress.diverged[i] = global_step() + int(np.argmin(m[FINITE][i]))

@@ -102,7 +102,7 @@ def test_vmapped_members_agree_with_mapped_ones_up_to_rounding():
     y = jnp.stack([benches[m["seed"]].train_y[0] for m in ms])
     tasks = jnp.zeros(y.shape, jnp.int32)
     states[batching], _ = parts.train(state, x, y, tasks, jnp.int32(0), keys,
-                                      jnp.int32(0), num_steps=3)
+                                      jnp.int32(0), jnp.int32(3), num_steps=3)
   for a, b in zip(jax.tree_util.tree_leaves(states["map"].params),
                   jax.tree_util.tree_leaves(states["vmap"].params)):
     np.testing.assert_allclose(a, b, atol=1e-5)

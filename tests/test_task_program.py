@@ -48,16 +48,48 @@ def test_a_whole_task_runs_without_host_transfers():
   seen = jax.device_put(np.int32(1))
   # Compile first (compilation itself moves constants); then run guarded.
   state, keys = train.init_members(learner, members, example)
-  state, _ = train_fn(state, task_x, task_y, tasks, task, keys, start,
+  length = jax.device_put(np.int32(spec.steps_per_task))
+  state, _ = train_fn(state, task_x, task_y, tasks, task, keys, start, length,
                       num_steps=spec.steps_per_task)  # donates its state argument
   evaluate(state, test_x, test_y, seen)
   state, keys = train.init_members(learner, members, example)
   with jax.transfer_guard("disallow"):
-    state, metrics = train_fn(state, task_x, task_y, tasks, task, keys, start,
+    state, metrics = train_fn(state, task_x, task_y, tasks, task, keys, start, length,
                               num_steps=spec.steps_per_task)
     correct = evaluate(state, test_x, test_y, seen)
   assert metrics["loss"].shape == (2, spec.steps_per_task)  # 2 epochs x 5 batches
   assert correct.shape == (2, 2) and int(jax.device_get(correct).max()) <= test_y.shape[2]
+
+
+def test_programs_of_any_length_compute_what_one_scan_computes():
+  """The run's dynamic-length program, split 3 + 1 + 6 steps with one executable,
+  ends bit for bit where the static scan over all 10 steps ends."""
+  config = small_config()
+  parts = train.build(config)
+  benchmark, learner, spec = parts.benchmarks[0], parts.learner, parts.schedule.spec
+  scan = task_program.make_train_program(learner, spec, benchmark.preprocess, None,
+                                         "map", train._train_compiler_options())  # pylint: disable=protected-access
+  example = train.example_batch(benchmark, 10)
+  data = [jax.device_put(a[None]) for a in (
+      benchmark.train_x[0], benchmark.train_y[0],
+      np.zeros(benchmark.samples_per_task, np.int32))]
+  task = jax.device_put(np.int32(0))
+  i32 = lambda v: jax.device_put(np.int32(v))
+  state, keys = train.init_members(learner, parts.members, example)
+  want, want_m = scan(state, *data, task, keys, i32(0), num_steps=10)
+  state, keys = train.init_members(learner, parts.members, example)
+  programs = task_program.CompiledAhead(parts.train)
+  got_m, start = [], 0
+  with programs:
+    for n in (3, 1, 6):
+      state, m = programs(state, *data, task, keys, i32(start), i32(n), num_steps=10)
+      assert all(np.all(v[:, n:] == 0) for v in jax.device_get(m).values())
+      got_m.append(jax.device_get(m)["loss"][:, :n])
+      start += n
+    assert len(programs._executables) == 1  # pylint: disable=protected-access
+  jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(state),
+                         jax.device_get(want))
+  np.testing.assert_array_equal(np.concatenate(got_m, 1), jax.device_get(want_m)["loss"])
 
 
 def test_evaluation_counts_correct_answers():

@@ -86,6 +86,19 @@ def test_program_chunking_does_not_change_results(finished_run, tmp_path):
   np.testing.assert_array_equal(chunked["accuracy_matrix"], whole["accuracy_matrix"])
 
 
+def test_automatic_programs_stay_within_the_time_bound(finished_run, tmp_path):
+  """A bound below one step's time: every program is one step (a record each),
+  from one executable, and the results are those of whole-task programs."""
+  _, whole = finished_run
+  config = small_config()
+  config.max_program_seconds = 1e-6
+  bounded = train.run(config, str(tmp_path))
+  np.testing.assert_array_equal(bounded["accuracy_matrix"], whole["accuracy_matrix"])
+  steps = [r["global_step"] for r in io_utils.read_jsonl(tmp_path / "metrics.jsonl")
+           if "loss" in r]
+  assert steps == list(range(1, 61))
+
+
 def test_workdir_with_another_config_is_refused(finished_run, tmp_path):
   workdir, _ = finished_run
   config = small_config()
@@ -119,7 +132,7 @@ def test_resuming_with_other_execution_settings_is_allowed(finished_run, tmp_pat
   _, whole = finished_run
   config = small_config()
   config.steps_per_program, config.checkpoint_every_minutes = 5, 0.0
-  calls, original = [], task_program.CompiledAhead.__call__
+  calls, original = [], task_program.CompiledAhead.executable
 
   def interrupted(self, *args, **kwargs):
     calls.append(None)
@@ -127,7 +140,7 @@ def test_resuming_with_other_execution_settings_is_allowed(finished_run, tmp_pat
       raise KeyboardInterrupt
     return original(self, *args, **kwargs)
 
-  monkeypatch.setattr(task_program.CompiledAhead, "__call__", interrupted)
+  monkeypatch.setattr(task_program.CompiledAhead, "executable", interrupted)
   with pytest.raises(KeyboardInterrupt):
     train.run(config, str(tmp_path))
   monkeypatch.undo()
@@ -162,11 +175,15 @@ def test_checkpoints_follow_the_time_interval(finished_run, tmp_path):
   config = small_config()
   config.checkpoint_every_minutes, config.keep_checkpoints = 0.0, 5
   train.run(config, str(tmp_path))
-  assert _checkpoint_steps(str(tmp_path)) == [20, 40, 60]  # after every task
+  # After every program: the one-step probe that times the steps, then each task
+  # (of 20 steps, far below max_program_seconds) in one.
+  assert _checkpoint_steps(str(tmp_path)) == [1, 20, 40, 60]
 
 
 @pytest.mark.parametrize("field,value,pattern", [
     ("steps_per_program", -1, "steps_per_program must be >= 0"),
+    ("max_program_seconds", 0.0, "max_program_seconds must be a finite number > 0"),
+    ("max_program_seconds", float("inf"), "max_program_seconds must be a finite"),
     ("checkpoint_every_minutes", -1.0, "checkpoint_every_minutes must be a finite"),
     ("checkpoint_every_minutes", float("nan"), "checkpoint_every_minutes must be a finite"),
     ("keep_checkpoints", 0, "keep_checkpoints must be >= 1"),
