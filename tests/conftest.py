@@ -1,7 +1,10 @@
 """Test set-up: keep XLA to the CPU and quiet; load benchmark scripts as modules."""
+import atexit
 import importlib.util
 import json
 import os
+import shutil
+import tempfile
 
 import pytest
 
@@ -10,6 +13,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# One persistent XLA compilation cache per test process, fresh each session (set
+# before any test module compiles anything): the many tests that build the same
+# small runs compile each program once. A cached executable is the same compiled
+# code, so no result changes.
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  (after the env)
+_XLA_CACHE = tempfile.mkdtemp(prefix="lamaml_jax_test_xla_")
+atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
 
 
 @pytest.fixture(scope="session")

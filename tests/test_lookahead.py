@@ -255,11 +255,12 @@ def test_first_order_accumulation_equals_grad_through_the_unroll(reduction, relu
   chex.assert_trees_all_close(gt, grads["unroll"][1], atol=1e-6, rtol=1e-5)
 
 
-@pytest.mark.parametrize("reduction", ["mean", "last"])
-@pytest.mark.parametrize("relu,clamp,k", [(False, None, 3), (True, 0.05, 3),
-                                          (False, 0.05, 3), (False, 0.05, 1)])
-def test_second_order_reverse_pass_equals_grad_through_the_unroll(reduction, relu, clamp,
-                                                                  k):
+# Each option and reduction at least once (not every combination: suite time).
+@pytest.mark.parametrize("relu,clamp,k,reduction", [
+    (False, None, 3, "mean"), (True, 0.05, 3, "last"), (False, 0.05, 3, "mean"),
+    (False, 0.05, 1, "last"), (False, None, 3, "last")])
+def test_second_order_reverse_pass_equals_grad_through_the_unroll(relu, clamp, k,
+                                                                  reduction):
   """The explicit reverse pass (Hessian-vector products of the stored inner
   gradients) against `jax.grad` through the whole unroll, in float64."""
   with jax.enable_x64(True):
@@ -347,13 +348,12 @@ def test_pad_into_slices_is_torch_split_with_zero_weight_padding():
 
 
 IMPLS = [(True, "accumulate"), (True, "unroll"), (False, "hvp"), (False, "unroll")]
-# Every implementation on 4, 4, 2; the fast ones (accumulate, hvp) also with the
-# 'last' meta-loss, an empty slice and a binding clamp (suite time).
+# Every implementation on 4, 4, 2; the fast ones (accumulate, hvp) also with an
+# empty slice under the 'last' meta-loss, and hvp with a binding clamp (suite time).
 FAST = (IMPLS[0], IMPLS[2])
 UNEVEN_CASES = (
     [(10, 3, None, fo, impl, "mean") for fo, impl in IMPLS] +
-    [(10, 3, None, fo, impl, "last") for fo, impl in FAST] +
-    [(2, 3, None, fo, impl, "mean") for fo, impl in FAST] +
+    [(2, 3, None, fo, impl, "last") for fo, impl in FAST] +
     [(10, 3, 0.05, fo, impl, "mean") for fo, impl in FAST[1:]])
 
 

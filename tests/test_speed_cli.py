@@ -39,12 +39,14 @@ def test_comparison_rows_give_the_speed_up(speed):
   assert rows[1].split() == ["mnist_fo", "5.00", "55.00", "11.0x"]
 
 
-def test_cli_prints_and_writes_the_comparison(tmp_path):
+def test_cli_prints_and_writes_the_comparison_and_times_vmapped_members(tmp_path):
+  """One process (suite time): a case beside the official figures, and members."""
   official, out = tmp_path / "official.json", tmp_path / "figures.json"
   official.write_text(json.dumps(harness_json(e=50.0)))
   proc = subprocess.run(
       [sys.executable, "benchmarks/speed.py", "--cases=mnist_fo", "--repeats=2",
-       "--trials=1", f"--official_json={official}", f"--json={out}"],
+       "--trials=1", f"--official_json={official}", f"--json={out}",
+       "--members=2,1", "--member_case=mnist_fo_update"],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
       env={**os.environ, "JAX_PLATFORMS": "cpu"})
   assert proc.returncode == 0, proc.stderr[-2000:]
@@ -52,6 +54,15 @@ def test_cli_prints_and_writes_the_comparison(tmp_path):
   figures = json.loads(out.read_text())
   assert figures["official"]["mnist_fo"]["median_ms"] == 50.0
   assert figures["cases"]["mnist_fo"]["ms_per_observe_in_program"] > 0
+  members = figures["members"]
+  assert set(members) == {"1", "2"}
+  one, two = members["1"], members["2"]
+  assert one["x_fewest"] == 1.0
+  assert two["x_fewest"] == pytest.approx(
+      two["ms_per_observe_all_members"] / one["ms_per_observe_all_members"], abs=0.01)
+  # ms_per_observe_all_members is rounded to 0.01 ms, the per-member figure to 0.001.
+  assert two["ms_per_member_observe"] == pytest.approx(
+      two["ms_per_observe_all_members"] / 2, abs=0.004)
 
 
 def test_cold_full_runs_take_fresh_processes_and_report_fastest_and_median(speed):
@@ -80,25 +91,6 @@ def test_cold_full_runs_report_a_failed_process(speed):
 
   with pytest.raises(RuntimeError, match="out of memory"):
     speed.cold_full_runs(2, run=failing)
-
-
-def test_cli_times_vmapped_members(tmp_path):
-  out = tmp_path / "figures.json"
-  proc = subprocess.run(
-      [sys.executable, "benchmarks/speed.py", "--cases=", "--members=2,1",
-       "--member_case=mnist_fo_update", f"--json={out}"],
-      cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  assert proc.returncode == 0, proc.stderr[-2000:]
-  members = json.loads(out.read_text())["members"]
-  assert set(members) == {"1", "2"}
-  one, two = members["1"], members["2"]
-  assert one["x_fewest"] == 1.0
-  assert two["x_fewest"] == pytest.approx(
-      two["ms_per_observe_all_members"] / one["ms_per_observe_all_members"], abs=0.01)
-  # ms_per_observe_all_members is rounded to 0.01 ms, the per-member figure to 0.001.
-  assert two["ms_per_member_observe"] == pytest.approx(
-      two["ms_per_observe_all_members"] / 2, abs=0.004)
 
 
 def test_interleaved_comparison_times_both_back_to_back_each_round(speed):
