@@ -122,7 +122,7 @@ def test_second_order_matches_finite_differences(reduction):
     params, lrs, inner, meta = make_problem(
         jax.random.PRNGKey(2), k=3, dtype=jnp.float64)
     opts = lookahead.LookaheadOptions(first_order=False, meta_loss=reduction)
-    _, g_theta, g_alpha, _ = lookahead.meta_gradients(
+    _, g_theta, g_alpha, _ = compiled_meta_gradients(
         tanh_mlp_loss, params, lrs, inner, meta, opts)
     f = jax.jit(lambda p, a: lookahead.lookahead_loss(
         tanh_mlp_loss, p, a, inner, meta, opts)[0])
@@ -131,12 +131,19 @@ def test_second_order_matches_finite_differences(reduction):
     chex.assert_trees_all_close(g_theta, fd_theta, atol=1e-7, rtol=1e-6)
     chex.assert_trees_all_close(g_alpha, fd_alpha, atol=1e-7, rtol=1e-6)
     # The first-order gradient is a different quantity here (the net is not linear).
-    _, g_theta_fo, _, _ = lookahead.meta_gradients(
+    _, g_theta_fo, _, _ = compiled_meta_gradients(
         tanh_mlp_loss, params, lrs, inner, meta,
         lookahead.LookaheadOptions(first_order=True, meta_loss=reduction))
     diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in zip(
         jax.tree_util.tree_leaves(g_theta), jax.tree_util.tree_leaves(g_theta_fo)))
     assert diff > 1e-4
+
+
+def compiled_meta_gradients(loss_fn, params, lrs, inner, meta, options, **kwargs):
+  """`lookahead.meta_gradients` as one compiled program (op-by-op dispatch of the
+  unroll is what made these tests slow)."""
+  return jax.jit(functools.partial(lookahead.meta_gradients, loss_fn, options=options,
+                                   **kwargs))(params, lrs, inner, meta)
 
 
 def quadratic(mat, vec):
@@ -244,10 +251,11 @@ def test_first_order_accumulation_equals_grad_through_the_unroll(reduction, relu
     opts = lookahead.LookaheadOptions(first_order=True, meta_loss=reduction,
                                       relu_lrs=relu, grad_clamp=clamp,
                                       first_order_impl=impl)
-    grads[impl] = lookahead.meta_gradients(tanh_mlp_loss, params, lrs, inner, meta, opts)
+    grads[impl] = compiled_meta_gradients(tanh_mlp_loss, params, lrs, inner, meta,
+                                            opts)
   for a, b in zip(grads["accumulate"][:3], grads["unroll"][:3]):
     chex.assert_trees_all_close(a, b, atol=1e-6, rtol=1e-5)
-  _, gt, ga, _ = lookahead.meta_gradients(
+  _, gt, ga, _ = compiled_meta_gradients(
       tanh_mlp_loss, params, lrs, inner, meta,
       lookahead.LookaheadOptions(first_order=True, meta_loss=reduction, relu_lrs=relu,
                                  grad_clamp=clamp), wrt_lrs=False)
@@ -275,13 +283,13 @@ def test_second_order_reverse_pass_equals_grad_through_the_unroll(relu, clamp, k
       opts = lookahead.LookaheadOptions(first_order=False, meta_loss=reduction,
                                         relu_lrs=relu, grad_clamp=clamp,
                                         second_order_impl=impl)
-      grads[impl] = lookahead.meta_gradients(tanh_mlp_loss, params, lrs, inner, meta,
+      grads[impl] = compiled_meta_gradients(tanh_mlp_loss, params, lrs, inner, meta,
                                              opts)
     for a, b in zip(grads["hvp"][:3], grads["unroll"][:3]):
       chex.assert_trees_all_close(a, b, atol=1e-12, rtol=1e-10)
     chex.assert_trees_all_close(grads["hvp"][3]["inner_loss"],
                                 grads["unroll"][3]["inner_loss"], rtol=1e-12)
-    _, gt, ga, _ = lookahead.meta_gradients(
+    _, gt, ga, _ = compiled_meta_gradients(
         tanh_mlp_loss, params, lrs, inner, meta,
         lookahead.LookaheadOptions(first_order=False, meta_loss=reduction,
                                    relu_lrs=relu, grad_clamp=clamp), wrt_lrs=False)
@@ -375,10 +383,13 @@ def test_uneven_slices_equal_a_hand_unroll(b, k, clamp, first_order, impl, reduc
         first_order=first_order, meta_loss=reduction, grad_clamp=clamp,
         first_order_impl=impl if first_order else "accumulate",
         second_order_impl=impl if not first_order else "hvp")
-    loss, gt, ga, _ = lookahead.meta_gradients(
-        ce_loss, params, lrs, lookahead.pad_into_slices(stream, k), meta, opts)
-    want_loss, want_t, want_a = hand_meta_grads(params, lrs, chunks, meta, first_order,
-                                                reduction, clamp)
+    # Both compiled (one program each, not op-by-op dispatch: suite time).
+    loss, gt, ga, _ = jax.jit(functools.partial(
+        lookahead.meta_gradients, ce_loss, options=opts))(
+            params, lrs, lookahead.pad_into_slices(stream, k), meta)
+    want_loss, want_t, want_a = jax.jit(functools.partial(
+        hand_meta_grads, first_order=first_order, reduction=reduction, clamp=clamp))(
+            params, lrs, chunks, meta)
     np.testing.assert_allclose(loss, want_loss, rtol=1e-12)
     chex.assert_trees_all_close(gt, want_t, atol=1e-12, rtol=1e-10)
     chex.assert_trees_all_close(ga, want_a, atol=1e-12, rtol=1e-10)

@@ -11,6 +11,15 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """For the speed.py processes: CPU, and one compilation cache for both (they
+  time the same case)."""
+  return {**os.environ, "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("xla")),
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.3"}
+
+
+@pytest.fixture(scope="module")
 def speed(load_benchmark):
   """benchmarks/speed.py, loaded once: it defines absl flags."""
   return load_benchmark("speed")
@@ -39,7 +48,7 @@ def test_comparison_rows_give_the_speed_up(speed):
   assert rows[1].split() == ["mnist_fo", "5.00", "55.00", "11.0x"]
 
 
-def test_cli_prints_and_writes_the_comparison_and_times_vmapped_members(tmp_path):
+def test_cli_prints_and_writes_the_comparison_and_times_vmapped_members(tmp_path, env):
   """One process (suite time): a case beside the official figures, and members."""
   official, out = tmp_path / "official.json", tmp_path / "figures.json"
   official.write_text(json.dumps(harness_json(e=50.0)))
@@ -48,7 +57,7 @@ def test_cli_prints_and_writes_the_comparison_and_times_vmapped_members(tmp_path
        "--trials=1", f"--official_json={official}", f"--json={out}",
        "--members=2,1", "--member_case=mnist_fo_update"],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+      env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "speed-up" in proc.stdout and "50.00" in proc.stdout
   figures = json.loads(out.read_text())
@@ -139,7 +148,7 @@ def test_run_official_harness_passes_config_and_reads_its_median(speed):
     speed.run_official_harness("py b.py repo", "cifar_so", run=failed)
 
 
-def test_cli_compares_back_to_back_with_a_harness_command(tmp_path):
+def test_cli_compares_back_to_back_with_a_harness_command(tmp_path, env):
   fake = tmp_path / "fake_harness.py"
   fake.write_text(
       "import argparse, json\n"
@@ -154,7 +163,7 @@ def test_cli_compares_back_to_back_with_a_harness_command(tmp_path):
        "--trials=1", f"--official_cmd={sys.executable} {fake} checkout",
        "--official_rounds=2", f"--json={out}"],
       cwd=ROOT, capture_output=True, text=True, timeout=300,
-      env={**os.environ, "JAX_PLATFORMS": "cpu"})
+      env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "back to back" in proc.stdout
   got = json.loads(out.read_text())["interleaved"]["mnist_fo"]
