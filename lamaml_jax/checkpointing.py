@@ -164,7 +164,6 @@ class Checkpointer:
       CheckpointError: no checkpoint verifies; nothing was moved, and the
         message says how to start afresh.
     """
-    _silence_late_tensorstore_callbacks()
     abstract = jax.tree_util.tree_map(
         ocp.utils.to_shape_dtype_struct,
         {ITEM: template, DIGEST: np.zeros((32,), np.uint8)})

@@ -92,11 +92,11 @@ class _QuietLibraries(std_logging.Filter):
     return "orbax" not in record.pathname or record.levelno == std_logging.WARNING
 
 
-def main(argv, config_flag):
+def main(argv, config_flag, cli_argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  with clear_config_errors(sys.argv):
+  with clear_config_errors(cli_argv):
     config = config_flag.value
     config.get("method")  # ml_collections defers a failed load to the first access
   if SEED.value is not None:
@@ -167,8 +167,9 @@ def _config_file_frames(error: BaseException, argv: list[str]) -> list[int]:
 def config_file_message(error: Exception, argv: list[str]) -> str:
   """One line for a --config file that cannot be loaded (missing, unreadable,
   not valid Python)."""
-  path = _config_path(argv) or "the config file"
-  if _config_path(argv) and not os.path.exists(path):
+  given = _config_path(argv)
+  path = given or "the config file"
+  if given and not os.path.exists(path):
     return (f"--config file {path} does not exist; pass an existing one, e.g. "
             "--config=configs/lamaml.py:mnist5k_rotations, or pick one of configs/ "
             "with --method and --dataset.")
@@ -211,7 +212,7 @@ def run_cli(argv: Optional[list[str]] = None) -> None:
   with clear_config_errors(argv):
     config = _define_config_flag(argv)
   try:
-    app.run(functools.partial(main, config_flag=config), argv=argv,
+    app.run(functools.partial(main, config_flag=config, cli_argv=argv), argv=argv,
             flags_parser=parse_flags)
   except SystemExit as e:
     if any(a in HELP_FLAGS for a in argv[1:]) and e.code == 1:

@@ -32,7 +32,8 @@ class ProgramLength:
 
   def __init__(self, steps_per_program: int, max_program_seconds: float):
     if steps_per_program < 0:
-      raise ValueError(f"steps_per_program must be >= 0, got {steps_per_program}.")
+      raise ValueError(f"steps_per_program must be >= 0 (0: chosen from the step "
+                       f"time, see max_program_seconds), got {steps_per_program}.")
     if not 0 < max_program_seconds < float("inf"):
       raise ValueError("max_program_seconds must be a finite number > 0, got "
                        f"{max_program_seconds}.")

@@ -135,12 +135,7 @@ def _config_json(config: ml_collections.ConfigDict) -> dict:
 
 def check_execution_settings(config: ml_collections.ConfigDict) -> None:
   """Raises ValueError (before anything is written) for invalid EXECUTION_FIELDS."""
-  if not config.steps_per_program >= 0:
-    raise ValueError(f"steps_per_program must be >= 0 (0: chosen from the step time, "
-                     f"see max_program_seconds), got {config.steps_per_program}.")
-  if not 0 < config.max_program_seconds < float("inf"):
-    raise ValueError("max_program_seconds must be a finite number > 0, got "
-                     f"{config.max_program_seconds}.")
+  program_length.ProgramLength(config.steps_per_program, config.max_program_seconds)
   if not 0 <= config.checkpoint_every_minutes < float("inf"):
     raise ValueError("checkpoint_every_minutes must be a finite number >= 0 (0: a "
                      f"checkpoint after every program), got {config.checkpoint_every_minutes}.")
