@@ -122,6 +122,12 @@ def run_config(method: str, dataset: str, setting: str, source: str
   # last (0: after every one), and after the last task.
   c.checkpoint_every_minutes = 10.0
   c.keep_checkpoints = 2
+  # Evaluation probes beside accuracy, comma-separated (off by default):
+  # 'alignment', the gradient alignment of old and arriving tasks (appendix D;
+  # lamaml_jax/alignment.py), each task's gradient on its first probe_samples
+  # training samples.
+  c.probes = ""
+  c.probe_samples = 100
   c.paper_ra = config_dict.placeholder(float)
   if single_pass_only(dataset):
     c.arch, c.augment, c.epochs = "mlp", False, 1

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import logging as std_logging
 import os
 import sys
 import traceback
@@ -26,8 +25,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from lamaml_jax import checkpointing
-from lamaml_jax import io_utils
+from lamaml_jax import cli
 from lamaml_jax import train
 from lamaml_jax.learners import METHODS
 
@@ -54,20 +52,10 @@ DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
 OVERWRITE = flags.DEFINE_bool(
     "overwrite", False, "Delete a different run found in --workdir and start afresh.")
 COMPILATION_CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir",
-    os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
-                 "lamaml_jax", "xla"),
+    "compilation_cache_dir", cli.DEFAULT_CACHE_DIR,
     "JAX's persistent compilation cache: a run whose programs were compiled before "
     "(other seeds, a resume, a rerun) loads them instead of compiling (seconds of "
     "a 20-task MNIST run). Empty: off.")
-
-
-def enable_compilation_cache(directory: str) -> None:
-  """Points JAX's persistent compilation cache at `directory` ('' leaves it off)."""
-  if directory:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update("jax_compilation_cache_dir", directory)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
 
 
 def config_file_from_argv(argv: list[str]) -> str:
@@ -83,19 +71,10 @@ def config_file_from_argv(argv: list[str]) -> str:
   return os.path.join(_CONFIG_DIR, f"{probe.method}.py") + ":" + arg
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Drops orbax's INFO chatter (a paragraph per checkpoint) and its ERROR records
-  (a traceback from each background thread of a failed write: the failure
-  reaches the run as an exception, reported in one line) from the log."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return "orbax" not in record.pathname or record.levelno == std_logging.WARNING
-
-
 def main(argv, config_flag, cli_argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  cli.quiet_libraries()
   with clear_config_errors(cli_argv):
     config = config_flag.value
     config.get("method")  # ml_collections defers a failed load to the first access
@@ -109,18 +88,9 @@ def main(argv, config_flag, cli_argv):
   if config.grid:
     name += "_grid"
   workdir = WORKDIR.value or os.path.join("runs", name)
-  enable_compilation_cache(COMPILATION_CACHE_DIR.value)
-  try:
+  cli.enable_compilation_cache(COMPILATION_CACHE_DIR.value)
+  with cli.exit_on_run_errors():
     train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
-  except (ValueError, train.DivergenceError, checkpointing.CheckpointError,
-          io_utils.WorkdirLockedError) as e:
-    sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
-  except OSError as e:  # the file system failed: disk full, read-only, permissions
-    logging.debug("The error in full:", exc_info=True)  # shown with --verbosity=1
-    sys.exit(f"error: {io_utils.file_system_error_message(e)}")
-  except train.Interrupted as e:
-    print(e, file=sys.stderr, flush=True)
-    sys.exit(128 + e.signum)  # 143 for SIGTERM, 130 for SIGINT
   logging.info("Outputs in %s (results: %s).", workdir,
                os.path.join(workdir, train.RESULTS_FILE))
 

@@ -272,39 +272,41 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 def make_eval_program(learner: Learner, preprocess: Preprocess,
                       eval_batch_size: int, batching: str = "vmap",
                       class_incremental: bool = False) -> Callable:
-  """Returns `evaluate(state, test_x [T, M, ...], test_y [T, M], seen) -> correct [T]`.
+  """Returns `evaluate(state [M], test_x [S, T, n, ...], test_y [S, T, n],
+  member_data [M], seen) -> correct [M, T]`, compiled.
 
-  Mapped over a leading member axis of state, test_x and test_y (-> [members, T]).
-
-  Each task's samples are scored on that task's head, in chunks of the largest
-  divisor of M not above `eval_batch_size`; the result counts correct answers
-  (int32), so accuracies divided on the host are exact fractions. `seen` ([]
-  int32) is the number of tasks trained so far: with `class_incremental` heads,
-  task j is predicted over the classes of tasks 0..max(j, seen - 1), i.e. every
-  class seen (`heads`); task-incremental heads ignore it.
+  Member m is scored on the test data of its seed, test_x[member_data[m]]: the
+  members of one seed (a grid's settings) share one copy, sliced chunk by chunk
+  inside the program (no per-member copy even when vmapped). Each task's samples
+  are scored on that task's head, in chunks of the largest divisor of n not
+  above `eval_batch_size`; the result counts correct answers (int32), so
+  accuracies divided on the host are exact fractions. `seen` ([] int32) is the
+  number of tasks trained so far: with `class_incremental` heads, task j is
+  predicted over the classes of tasks 0..max(j, seen - 1), i.e. every class seen
+  (`heads`); task-incremental heads ignore it.
   """
   def evaluate(state: State, test_x: jax.Array, test_y: jax.Array,
-               seen: jax.Array) -> jax.Array:
-    m = test_x.shape[1]
-    chunk = largest_divisor_at_most(m, eval_batch_size)
+               index: jax.Array, seen: jax.Array) -> jax.Array:
+    n = test_x.shape[2]
+    chunk = largest_divisor_at_most(n, eval_batch_size)
 
-    def task_accuracy(args):
-      x, y, t = args
-      x = x.reshape((m // chunk, chunk, *x.shape[1:]))
-      y = y.reshape((m // chunk, chunk))
+    def task_accuracy(t):
       head = jnp.maximum(t, seen - 1) if class_incremental else t
 
-      def correct(xy):
-        logits = learner.predict(state, preprocess(xy[0]), head)
-        return jnp.sum(jnp.argmax(logits, -1) == xy[1], dtype=jnp.int32)
+      def correct(c):
+        zeros = (0,) * (test_x.ndim - 3)
+        x = jax.lax.dynamic_slice(test_x, (index, t, c * chunk, *zeros),
+                                  (1, 1, chunk, *test_x.shape[3:]))[0, 0]
+        y = jax.lax.dynamic_slice(test_y, (index, t, c * chunk), (1, 1, chunk))[0, 0]
+        logits = learner.predict(state, preprocess(x), head)
+        return jnp.sum(jnp.argmax(logits, -1) == y, dtype=jnp.int32)
 
-      return jnp.sum(jax.lax.map(correct, (x, y)))
+      return jnp.sum(jax.lax.map(correct, jnp.arange(n // chunk, dtype=jnp.int32)))
 
-    tasks = jnp.arange(test_x.shape[0], dtype=jnp.int32)
-    return jax.lax.map(task_accuracy, (test_x, test_y, tasks))
+    return jax.lax.map(task_accuracy, jnp.arange(test_x.shape[1], dtype=jnp.int32))
 
-  def evaluate_members(state, test_x, test_y, seen):
-    return over_members(lambda s, x, y: evaluate(s, x, y, seen), batching)(
-        state, test_x, test_y)
+  def evaluate_members(state, test_x, test_y, member_data, seen):
+    return over_members(lambda s, i: evaluate(s, test_x, test_y, i, seen), batching)(
+        state, member_data)
 
   return jax.jit(evaluate_members)

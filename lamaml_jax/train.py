@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from lamaml_jax import alignment
 from lamaml_jax import checkpointing
 from lamaml_jax import io_utils
 from lamaml_jax import members as members_lib
@@ -257,6 +258,8 @@ class Parts:
     train: compiled training program (`task_program.make_train_program`).
     evaluate: compiled evaluation program (`task_program.make_eval_program`).
     end_task: compiled end-of-task program, or None.
+    alignment: compiled gradient-alignment probe (`alignment.make_program`), or
+      None unless config.probes names it.
   """
   members: list
   benchmarks: dict
@@ -268,6 +271,7 @@ class Parts:
   train: Callable
   evaluate: Callable
   end_task: Optional[Callable]
+  alignment: Optional[Callable] = None
 
 
 def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
@@ -328,8 +332,42 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
                                             config.eval_batch_size, batching,
                                             context.class_incremental)
   end_task = task_program.make_end_task_program(learner, benchmark.preprocess, batching)
+  probe = None
+  if "alignment" in parse_probes(config, schedule, benchmark):
+    probe = alignment.make_program(learner, benchmark.preprocess, batching)
   return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
-               evaluate, end_task)
+               evaluate, end_task, probe)
+
+
+PROBES = ("alignment",)
+
+
+def parse_probes(config: ml_collections.ConfigDict, schedule,
+                 benchmark: Benchmark) -> tuple[str, ...]:
+  """The evaluation probes `config.probes` names ('alignment' or ''), checked
+  against the run.
+
+  Raises:
+    ValueError: an unknown probe; alignment on the IID stream, with fewer than 3
+      tasks, or with probe_samples outside [1, samples_per_task].
+  """
+  names = tuple(p.strip() for p in config.get("probes", "").split(",") if p.strip())
+  unknown = sorted(set(names) - set(PROBES))
+  if unknown:
+    raise ValueError(f"Unknown probe {', '.join(unknown)} in --config.probes; valid: "
+                     f"{', '.join(PROBES)} (comma-separated; empty: none).")
+  if "alignment" in names:
+    if schedule.kind != "tasks":
+      raise ValueError("The alignment probe compares old and arriving tasks, so it "
+                       "needs the task-by-task stream (--config.stream=tasks).")
+    if benchmark.num_tasks < 3:
+      raise ValueError("The alignment probe needs at least 3 tasks (two old ones and "
+                       f"the arriving one), got num_tasks={benchmark.num_tasks}.")
+    n = config.get("probe_samples", 0)
+    if not 1 <= n <= benchmark.samples_per_task:
+      raise ValueError(f"probe_samples must be in [1, samples_per_task="
+                       f"{benchmark.samples_per_task}], got {n}.")
+  return names
 
 
 def _train_compiler_options() -> Optional[dict]:
@@ -399,6 +437,8 @@ class Progress:
   task/step: next segment and step within it.
   diverged: [M] global step at which each member first went non-finite, -1 if not.
   elapsed: wall seconds spent in earlier processes of this run.
+  alignment: [M, T, 4] the alignment probe's `alignment.NAMES` as task t
+  arrives (NaN for t < 2, while not reached, and without the probe: [M, T, 0]).
   """
   task: int
   step: int
@@ -406,13 +446,16 @@ class Progress:
   val_acc: np.ndarray
   diverged: np.ndarray
   elapsed: float
+  alignment: np.ndarray
 
   @classmethod
-  def start(cls, num_members: int, num_tasks: int, with_val: bool = False
-            ) -> "Progress":
+  def start(cls, num_members: int, num_tasks: int, with_val: bool = False,
+            with_alignment: bool = False) -> "Progress":
     nan = lambda cols: np.full((num_members, num_tasks + 1, cols), np.nan)
     return cls(0, 0, nan(num_tasks), nan(num_tasks if with_val else 0),
-               np.full((num_members,), -1, np.int64), 0.0)
+               np.full((num_members,), -1, np.int64), 0.0,
+               np.full((num_members, num_tasks,
+                        len(alignment.NAMES) if with_alignment else 0), np.nan))
 
   def to_tree(self) -> dict:
     tree = {"task": np.asarray(self.task, np.int32),
@@ -422,6 +465,8 @@ class Progress:
             "elapsed": np.asarray(self.elapsed, np.float64)}
     if self.val_acc.size:  # orbax cannot save empty arrays
       tree["val_acc"] = np.asarray(self.val_acc, np.float64)
+    if self.alignment.size:
+      tree["alignment"] = np.asarray(self.alignment, np.float64)
     return tree
 
   @classmethod
@@ -431,7 +476,9 @@ class Progress:
                val_acc=np.array(tree.get("val_acc", np.zeros(acc.shape[:2] + (0,))),
                                 np.float64),
                diverged=np.array(tree["diverged"], np.int64),
-               elapsed=float(tree["elapsed"]))
+               elapsed=float(tree["elapsed"]),
+               alignment=np.array(tree.get("alignment", np.zeros(
+                   (acc.shape[0], acc.shape[2], 0))), np.float64))
 
 
 def _divergence_message(member: dict, global_step: int, schedule,
@@ -477,6 +524,12 @@ def _member_result(member: dict, benchmark: Benchmark, progress: Progress, i: in
     val = progress.val_acc[i]
     result["val_accuracy_matrix"] = _matrix(val[1:])
     result["val"] = _summary(val[1:], val[0], done, schedule.kind)
+  if progress.alignment.shape[2]:
+    # Tasks numbered from 1 as in the paper's Figure 4: task t + 1 arrives.
+    reached = [t for t in range(2, num_segments) if not np.isnan(progress.alignment[i, t, 0])]
+    result["alignment"] = {"arriving_task": [t + 1 for t in reached],
+                           **{k: [float(progress.alignment[i, t, j]) for t in reached]
+                              for j, k in enumerate(alignment.NAMES)}}
   result.update(learner_summary)
   result["benchmark"] = benchmark.info
   return result
@@ -507,6 +560,8 @@ def _results(config, parts: Parts, progress: Progress, state, wall: float) -> di
              "git_commit": provenance.git_commit(),
              "config_hash": provenance.config_hash(config_json, EXECUTION_FIELDS),
              "versions": provenance.package_versions()}
+  if parts.alignment is not None:
+    results["probe_samples"] = config.probe_samples
   if len(members) > 1:
     results["members"] = per_member
     # Mean ± std over the seeds of each setting (one group when there is no grid).
@@ -581,6 +636,7 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   benchmark = member_benchmarks[0]
   num_members, num_segments = len(members), schedule.num_segments
   with_val = all(b.val_x is not None for b in member_benchmarks)
+  with_alignment = parts.alignment is not None
   seeds = sorted({m["seed"] for m in members})
   title = (f"{config.method} on {config.dataset} ({config.setting}, seed"
            f"{'s ' + ','.join(map(str, seeds)) if len(seeds) > 1 else ' ' + str(seeds[0])}"
@@ -603,17 +659,40 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   programs.compile_ahead(state_shape, *segment_data(0), scalar, root_shape, scalar,
                          scalar, num_steps=lengths.capacity(schedule.steps(0)))
   state, data_roots = init_members(learner, members, example)
-  stacked = lambda f: jax.device_put(members_lib.stack([f(b) for b in member_benchmarks]))
-  eval_sets = [(stacked(lambda b: b.test_x), stacked(lambda b: b.test_y))]
+  # Evaluation and probe data: one copy per seed, read by every member of that
+  # seed (a grid's settings) through member_data.
+  per_seed = lambda f: jax.device_put(members_lib.stack([f(parts.benchmarks[s])
+                                                         for s in seeds]))
+  member_data = jax.device_put(np.asarray([seeds.index(m["seed"]) for m in members],
+                                          np.int32))
+  eval_sets = [(per_seed(lambda b: b.test_x), per_seed(lambda b: b.test_y))]
   if with_val:
-    eval_sets.append((stacked(lambda b: b.val_x), stacked(lambda b: b.val_y)))
+    eval_sets.append((per_seed(lambda b: b.val_x), per_seed(lambda b: b.val_y)))
+  if with_alignment:
+    n = config.probe_samples
+    probe_data = (per_seed(lambda b: b.train_x[:, :n]), per_seed(lambda b: b.train_y[:, :n]))
 
   def accuracy(state, seen: int) -> list[np.ndarray]:
     """[M, T] test accuracies (and validation accuracies, if any) after `seen`
     segments; the IID stream has seen every task's classes from the start."""
     seen = jax.device_put(np.int32(num_segments if schedule.kind == "iid" else seen))
-    return [np.asarray(jax.device_get(parts.evaluate(state, x, y, seen))) / y.shape[2]
-            for x, y in eval_sets]
+    return [np.asarray(jax.device_get(parts.evaluate(state, x, y, member_data, seen)))
+            / y.shape[2] for x, y in eval_sets]
+
+  def probe_alignment(state, t: int) -> None:
+    """Fills progress.alignment[:, t] and logs it, as task t arrives."""
+    out = jax.device_get(parts.alignment(state, *probe_data, member_data,
+                                         jax.device_put(np.int32(t))))
+    values = np.stack([np.asarray(out[k], np.float64) for k in alignment.NAMES], -1)
+    values[progress.diverged >= 0] = np.nan
+    progress.alignment[:, t] = values
+    alive = progress.diverged < 0
+    scalars = {k: float(np.mean(values[alive, i])) for i, k in enumerate(alignment.NAMES)}
+    record = {"global_step": global_step(), "task": t, "probe": "alignment", **scalars}
+    if num_members > 1:
+      record["alignment_per_member"] = values.tolist()
+    log.write(record)
+    tb.scalars({f"alignment/{k}": v for k, v in scalars.items()}, global_step())
 
   ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                     config.keep_checkpoints)
@@ -621,13 +700,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   latest = None
   if ckpt.latest_step() is not None:
     template = {"state": state,
-                "progress": Progress.start(num_members, num_segments, with_val).to_tree()}
+                "progress": Progress.start(num_members, num_segments, with_val,
+                                           with_alignment).to_tree()}
     latest, restored = ckpt.restore(template)  # the newest that verifies
     state, progress = restored["state"], Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)
   else:
-    progress = Progress.start(num_members, num_segments, with_val)
+    progress = Progress.start(num_members, num_segments, with_val, with_alignment)
     rows = accuracy(state, 0)
     progress.acc[:, 0] = rows[0]
     if with_val:
@@ -737,6 +817,9 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                   float(np.nanmean(rows[0]))}, global_step())
       if with_val:
         tb.scalars({"val/mean_all_accuracy": float(np.nanmean(rows[1]))}, global_step())
+      if with_alignment and 2 <= t + 1 < num_segments:
+        # Task t + 1 arrives: covered by the checkpoint below with this row.
+        probe_alignment(state, t + 1)
       tb.flush()
       if t == num_segments - 1 or save_due() or stop.signum is not None:
         save()

@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import configs
 from lamaml_jax import task_program
@@ -51,12 +52,13 @@ def test_a_whole_task_runs_without_host_transfers():
   length = jax.device_put(np.int32(spec.steps_per_task))
   state, _ = train_fn(state, task_x, task_y, tasks, task, keys, start, length,
                       num_steps=spec.steps_per_task)  # donates its state argument
-  evaluate(state, test_x, test_y, seen)
+  member_data = jax.device_put(np.arange(2, dtype=np.int32))
+  evaluate(state, test_x, test_y, member_data, seen)
   state, keys = train.init_members(learner, members, example)
   with jax.transfer_guard("disallow"):
     state, metrics = train_fn(state, task_x, task_y, tasks, task, keys, start, length,
                               num_steps=spec.steps_per_task)
-    correct = evaluate(state, test_x, test_y, seen)
+    correct = evaluate(state, test_x, test_y, member_data, seen)
   assert metrics["loss"].shape == (2, spec.steps_per_task)  # 2 epochs x 5 batches
   assert correct.shape == (2, 2) and int(jax.device_get(correct).max()) <= test_y.shape[2]
 
@@ -105,7 +107,28 @@ def test_evaluation_counts_correct_answers():
   x = jnp.stack([y[0], jnp.array([0, 1, 0, 1, 0, 1])])[..., None]
   state = jnp.zeros((1,))  # one member
   np.testing.assert_array_equal(
-      evaluate(state, x[None].astype(jnp.float32), y[None], jnp.int32(2)), [[6, 3]])
+      evaluate(state, x[None].astype(jnp.float32), y[None], jnp.zeros((1,), jnp.int32),
+               jnp.int32(2)), [[6, 3]])
+
+
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_members_are_scored_on_their_own_seeds_data(batching):
+  """Two data sets, three members: each member's counts are those of the data
+  set member_data names (a grid's members share their seed's copy)."""
+  class Oracle:  # right when the first pixel holds the label
+    @staticmethod
+    def predict(state, x, task):
+      del state, task
+      return jax.nn.one_hot(x[:, 0].astype(jnp.int32), 10)
+
+  evaluate = task_program.make_eval_program(Oracle, lambda a: a, 2, batching)
+  y = jnp.array([[1, 2, 3, 4], [5, 6, 7, 8]], jnp.int32)  # [T, n]
+  right = y[..., None].astype(jnp.float32)
+  half = right.at[:, ::2].set(0.0)
+  data_x, data_y = jnp.stack([right, half]), jnp.stack([y, y])  # [S, T, n, 1]
+  counts = evaluate(jnp.zeros((3,)), data_x, data_y, jnp.array([1, 0, 1], jnp.int32),
+                    jnp.int32(2))
+  np.testing.assert_array_equal(counts, [[2, 2], [4, 4], [2, 2]])
 
 
 def test_class_incremental_evaluation_masks_to_every_class_seen():
@@ -129,17 +152,18 @@ def test_class_incremental_evaluation_masks_to_every_class_seen():
 
   y = jnp.array([[0, 0], [2, 2], [4, 4]], jnp.int32)
   x = jnp.array([[0, 0], [1, 1], [2, 2]], jnp.float32)[..., None][None]
+  one = jnp.zeros((1,), jnp.int32)  # member 0 reads data set 0
   # Task-incremental: tasks 0, 1 right on their own heads, whatever was seen;
   # task 2's own head holds class 5, which wins.
-  np.testing.assert_array_equal(make(False)(jnp.zeros((1,)), x, y[None], jnp.int32(3)),
+  np.testing.assert_array_equal(make(False)(jnp.zeros((1,)), x, y[None], one, jnp.int32(3)),
                                 [[2, 2, 0]])
   inc = make(True)
   # After task 1: tasks 0, 1 compete over classes 0-3 (no 5): right; task 2 is
   # scored over classes 0-5 and class 5 wins.
-  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], jnp.int32(2)),
+  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], one, jnp.int32(2)),
                                 [[2, 2, 0]])
   # After task 2: class 5 is seen and wins everywhere.
-  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], jnp.int32(3)),
+  np.testing.assert_array_equal(inc(jnp.zeros((1,)), x, y[None], one, jnp.int32(3)),
                                 [[0, 0, 0]])
 
 

@@ -15,6 +15,8 @@ them in `chex.assert_max_traces` or `jax.jit` themselves).
   predict(state, x, task) -> logits [B, num_outputs]   # masked to the task's head
   end_task(state, task_x, task_y, task) -> state       # optional, see below
   summary(state) -> {name: [] array}                   # optional, for results.json
+  loss(params, batch) -> []                             # optional, for analyses
+  params(state) -> params                              # the network's weights
 
 `batch` is a `Batch` of B samples, each with its own task id (the task-by-task
 stream gives one task per batch; the IID stream mixes them). `epoch` is the
@@ -26,6 +28,11 @@ and writes to TensorBoard every one but 'finite', under the learner's own names.
 
 `sweep` holds the scalars of `Method.sweepable` that a grid varies inside one
 program (as traced [] arrays); a learner keeps them in its state.
+
+`loss` is the classification loss the learner's gradients follow, the
+weighted cross-entropy of each sample's own head for every method here; with
+`params` it lets the runner's probes (e.g. `alignment`) differentiate a task's
+loss at the learner's current weights without knowing its state.
 
 `end_task` runs once after the last training step of each task (of each
 evaluation segment, on the IID stream) and before that task's evaluation,
@@ -76,6 +83,11 @@ class EndTaskFn(Protocol):
     ...
 
 
+def state_params(state: State) -> Params:
+  """The network weights of a state with a `params` field (every learner here)."""
+  return state.params
+
+
 class Learner(NamedTuple):
   """The pure functions of one method (module docstring)."""
   init: InitFn
@@ -83,6 +95,8 @@ class Learner(NamedTuple):
   predict: PredictFn
   end_task: Optional[EndTaskFn] = None
   summary: Optional[Callable[[State], Metrics]] = None
+  loss: Optional[Callable[[Params, Batch], jax.Array]] = None
+  params: Callable[[State], Params] = state_params
 
 
 @dataclasses.dataclass(frozen=True)

@@ -102,6 +102,7 @@ def make(hp: ERHparams, context: base.BuildContext) -> base.Learner:
 
   return base.Learner(init=init, observe=observe,
                       predict=base.make_predict(network, layout),
+                      loss=base.make_loss(network, layout),
                       summary=online.summary)
 
 

@@ -178,6 +178,7 @@ def make(hp: EWCHparams, context: base.BuildContext) -> base.Learner:
 
   return base.Learner(init=init, observe=observe,
                       predict=base.make_predict(network, layout),
+                      loss=loss_fn,
                       end_task=end_task, summary=summary)
 
 

@@ -202,7 +202,8 @@ def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
     return EpisodicState(params=params, memory=memory, lr=state.lr), metrics
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, layout))
+                      predict=base.make_predict(network, layout),
+                      loss=loss_fn)
 
 
 def gem_projection(G: jax.Array, g: jax.Array, past: jax.Array, margin: float,

@@ -350,6 +350,7 @@ def make(hp: ICaRLHparams, context: base.BuildContext) -> base.Learner:
             "exemplars_per_class": state.memory.per_class}
 
   return base.Learner(init=init, observe=observe, predict=predict,
+                      loss=base.make_loss(network, layout),
                       end_task=end_task, summary=summary)
 
 

@@ -178,6 +178,7 @@ def make(hp: MERHparams, context: base.BuildContext) -> base.Learner:
 
   return base.Learner(init=init, observe=observe,
                       predict=base.make_predict(network, layout),
+                      loss=base.make_loss(network, layout),
                       summary=online.summary)
 
 

@@ -325,7 +325,8 @@ def make(hp: MetaBGDHparams, context: base.BuildContext,
             "weight_std_max": jnp.max(jnp.stack([jnp.max(s) for s in stds]))}
 
   return base.Learner(init=init, observe=observe,
-                      predict=base.make_predict(network, layout), summary=summary)
+                      predict=base.make_predict(network, layout),
+                      loss=loss_fn, summary=summary)
 
 
 METHODS = {"meta_bgd": base.Method(

@@ -108,6 +108,7 @@ def make(hp: OnlineHparams, context: base.BuildContext) -> base.Learner:
 
   return base.Learner(init=init, observe=observe,
                       predict=base.make_predict(network, layout),
+                      loss=loss_fn,
                       summary=summary)
 
 

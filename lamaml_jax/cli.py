@@ -1,0 +1,62 @@
+"""What the command-line entry points share: the compilation cache and the
+one-line reports of a run's failures.
+
+  enable_compilation_cache(directory)
+  quiet_libraries()
+  with exit_on_run_errors(): train.run(...)
+"""
+from __future__ import annotations
+
+import contextlib
+import logging as std_logging
+import os
+import sys
+
+from absl import logging
+
+from lamaml_jax import checkpointing
+from lamaml_jax import io_utils
+from lamaml_jax import train
+
+DEFAULT_CACHE_DIR = os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "lamaml_jax", "xla")
+
+
+def enable_compilation_cache(directory: str) -> None:
+  """Points JAX's persistent compilation cache at `directory` ('' leaves it off)."""
+  if directory:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Drops orbax's INFO chatter (a paragraph per checkpoint) and its ERROR records
+  (a traceback from each background thread of a failed write: the failure
+  reaches the run as an exception, reported in one line) from the log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return "orbax" not in record.pathname or record.levelno == std_logging.WARNING
+
+
+def quiet_libraries() -> None:
+  """Installs `_QuietLibraries` on absl's log handler."""
+  logging.get_absl_handler().addFilter(_QuietLibraries())
+
+
+@contextlib.contextmanager
+def exit_on_run_errors():
+  """Exits with one line on stderr naming the fix for a run's expected failures:
+  bad input, divergence, unusable checkpoints, a locked or failing workdir (status
+  1), or an interruption (128 + the signal)."""
+  try:
+    yield
+  except (ValueError, train.DivergenceError, checkpointing.CheckpointError,
+          io_utils.WorkdirLockedError) as e:
+    sys.exit(f"error: {e}")  # once, on stderr (absl would log it a second time)
+  except OSError as e:  # the file system failed: disk full, read-only, permissions
+    logging.debug("The error in full:", exc_info=True)  # shown with --verbosity=1
+    sys.exit(f"error: {io_utils.file_system_error_message(e)}")
+  except train.Interrupted as e:
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)  # 143 for SIGTERM, 130 for SIGINT
