@@ -330,7 +330,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
                                           dynamic_length=True)
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
                                             config.eval_batch_size, batching,
-                                            context.class_incremental)
+                                            context.class_incremental,
+                                            config.get("eval_drop_last", False))
   end_task = task_program.make_end_task_program(learner, benchmark.preprocess, batching)
   probe = None
   if "alignment" in parse_probes(config, schedule, benchmark):

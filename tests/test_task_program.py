@@ -109,6 +109,13 @@ def test_evaluation_counts_correct_answers():
   np.testing.assert_array_equal(
       evaluate(state, x[None].astype(jnp.float32), y[None], jnp.zeros((1,), jnp.int32),
                jnp.int32(2)), [[6, 3]])
+  # The official MNIST quirk: the last sample of each task is never scored (task
+  # 0's was right, task 1's wrong), the count still divided by all 6 samples.
+  drop_last = task_program.make_eval_program(Oracle, lambda a: a, eval_batch_size=4,
+                                             drop_last=True)
+  np.testing.assert_array_equal(
+      drop_last(state, x[None].astype(jnp.float32), y[None], jnp.zeros((1,), jnp.int32),
+                jnp.int32(2)), [[5, 3]])
 
 
 @pytest.mark.parametrize("batching", ["map", "vmap"])
