@@ -13,7 +13,6 @@ OUT/table.json. Extra flags for every run go after `--`, e.g.
 """
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import subprocess
@@ -24,6 +23,7 @@ from absl import app
 from absl import flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import configs  # pylint: disable=wrong-import-position
 from lamaml_jax import learners  # pylint: disable=wrong-import-position
 from lamaml_jax import members  # pylint: disable=wrong-import-position
 from lamaml_jax import results_table  # pylint: disable=wrong-import-position
@@ -58,18 +58,11 @@ def run_one(method: str, dataset: str, seed: int, workdir: str, extra: list[str]
   print(f"{method:>8} {dataset:<22} seed {seed}: {wall:6.1f} s", flush=True)
 
 
-def has_cell(method: str, dataset: str) -> bool:
-  """Whether configs/<method>.py has a cell on `dataset` (iCaRL has none on the
-  single-head MNIST streams)."""
-  cells = importlib.import_module(f"configs.{method}").CELLS
-  return any(d == dataset for d, _ in cells.datasets())
-
-
 def main(argv):
   extra = argv[1:]
   for dataset in DATASETS.value:
     for method in METHODS.value:
-      if not has_cell(method, dataset):
+      if not configs.has_cell(method, dataset):
         print(f"{method:>8} {dataset:<22} no cell: skipped", flush=True)
         continue
       for seed in members.parse_seeds(SEEDS.value):

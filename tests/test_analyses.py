@@ -130,3 +130,43 @@ def test_plot_only_without_json_says_what_to_do(tmp_path):
                      capture_output=True, text=True, timeout=300)
   assert r.returncode == 1
   assert "alignment.json does not exist; run the analysis without --plot_only" in r.stderr
+
+
+def test_quirk_settings_switch_one_quirk_at_a_time():
+  from lamaml_jax.analyses import quirks  # pylint: disable=g-import-not-at-top
+  agem = quirks.quirks_of("agem", "mnist5k_rotations")
+  assert agem[-1] is quirks.DROP_LAST  # MNIST streams only
+  assert quirks.DROP_LAST not in quirks.quirks_of("agem", "mnist5k_split")
+  rows = quirks.settings(agem)
+  assert [r[0] for r in rows][0] == "correct" and rows[-1][0] == "all official"
+  correct, alone, everything = rows[0][1], rows[1][1], rows[-1][1]
+  assert correct == {"learner.skip_task0": False, "learner.agem_ref": "union_mean",
+                     "learner.shared_pointer": False, "eval_drop_last": False}
+  assert {k for k in alone if alone[k] != correct[k]} == {"learner.skip_task0"}
+  assert all(everything[k] != correct[k] for k in correct)
+  # Every quirk names a real field of that method's config, of the right type.
+  for method in quirks.QUIRKS:
+    dataset = "mnist5k_split" if method == "icarl" else "mnist5k_rotations"
+    for _, fields in quirks.settings(quirks.quirks_of(method, dataset)):
+      common.config_for(method, common.Options(dataset=dataset), **fields)
+
+
+def test_quirks_command_end_to_end(tmp_path):
+  from lamaml_jax.analyses import quirks  # pylint: disable=g-import-not-at-top
+  data = quirks.run(options(tmp_path, num_seeds=2), methods=("online", "gem"))
+  online, gem = data["methods"]["online"], data["methods"]["gem"]
+  assert [r["setting"] for r in online] == ["correct", quirks.DROP_LAST.label]
+  assert [r["setting"] for r in gem][-1] == "all official"
+  # Dropping the last of each task's 1,000 test samples lowers its accuracy by 0
+  # or 1/1000, and training is unchanged.
+  per_seed = lambda i: [json.load(open(tmp_path / "online" / f"setting{i}" /
+                                       "results.json"))["members"][s]["accuracy_matrix"]
+                        for s in (0, 1)]
+  diff = np.asarray(per_seed(0)) - np.asarray(per_seed(1))
+  assert np.all(np.isin(np.round(diff * 1000, 6), [0.0, 1.0])) and diff.max() > 0
+  with open(tmp_path / "quirks.json", "w") as f:
+    json.dump(data, f)
+  outputs = quirks.plot(data, str(tmp_path))
+  table = open(outputs[0]).read()
+  assert "| online | correct | " in table and "| gem | all official | " in table
+  redraws_identically("quirks", tmp_path, outputs)

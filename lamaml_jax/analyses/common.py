@@ -77,29 +77,42 @@ def apply_overrides(config: ml_collections.ConfigDict, overrides: Sequence[str])
     key, sep, text = entry.partition("=")
     if not sep or not key.strip():
       raise ValueError(f"--override {entry!r} must read KEY=VALUE, e.g. num_tasks=3.")
-    *parents, leaf = key.strip().split(".")
-    node = config
     try:
-      for name in parents:
-        node = node[name]
-      if leaf not in node:
-        raise KeyError(leaf)
-      node[leaf] = yaml.safe_load(text)
-    except (KeyError, AttributeError):
-      raise ValueError(f"--override {entry!r}: the config has no field {key!r} (the "
-                       "fields are listed in any run's config.json).") from None
-    except TypeError as e:
+      set_field(config, key.strip(), yaml.safe_load(text))
+    except ValueError as e:
       raise ValueError(f"--override {entry!r}: {e}") from None
+
+
+def set_field(config: ml_collections.ConfigDict, key: str, value) -> None:
+  """config.a.b = value for key 'a.b', type-checked by ml_collections.
+
+  Raises:
+    ValueError: no such field, or a value of the wrong type.
+  """
+  *parents, leaf = key.split(".")
+  node = config
+  try:
+    for name in parents:
+      node = node[name]
+    if leaf not in node:
+      raise KeyError(leaf)
+    node[leaf] = value
+  except (KeyError, AttributeError):
+    raise ValueError(f"the config has no field {key!r} (the fields are listed in any "
+                     "run's config.json).") from None
+  except TypeError as e:
+    raise ValueError(str(e)) from None
 
 
 def config_for(method: str, options: Options, **fields) -> ml_collections.ConfigDict:
   """configs/<method>.py's cell on the options' benchmark, with `fields` set (e.g.
-  grid, probes), seeds from the options, then the --override entries."""
+  grid, probes; dotted keys reach nested fields), seeds from the options, then
+  the --override entries."""
   arg = options.dataset + (f",{options.setting}" if options.setting else "")
   config = configs.get_config(method, arg)
   config.seed, config.num_seeds = options.seed, options.num_seeds
   for key, value in fields.items():
-    config[key] = value
+    set_field(config, key, value)
   apply_overrides(config, options.overrides)
   return config
 

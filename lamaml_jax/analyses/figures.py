@@ -128,3 +128,28 @@ def ra_vs_time(data: dict, path: str) -> None:
   ax.set_title(f"RA against running time, {data['dataset']}, "
                f"{len(data['seeds'])} seeds", fontsize=10)
   io_utils.atomic_savefig(fig, path, dpi=100)
+
+
+def quirks(data: dict, path: str) -> None:
+  """ΔRA (percentage points, ± the quirk setting's std over seeds) of each
+  official quirk against the method's correct defaults, one bar per setting."""
+  labels, deltas, errors, colors = [], [], [], []
+  for i, (method, rows) in enumerate(data["methods"].items()):
+    base = rows[0]["ra"][0]
+    for row in rows[1:]:
+      mean, std = row["ra"]
+      labels.append(f"{method}: {row['setting']}")
+      deltas.append(np.nan if mean is None or base is None else 100 * (mean - base))
+      errors.append(0.0 if std is None else 100 * std)
+      colors.append(f"C{i % 10}")
+  fig = plots._new_figure((8.0, 1.2 + 0.28 * max(len(labels), 1)))  # pylint: disable=protected-access
+  ax = fig.add_subplot()
+  y = np.arange(len(labels))[::-1]
+  ax.barh(y, deltas, xerr=errors, color=colors, capsize=2)
+  ax.set_yticks(y, labels, fontsize=7)
+  ax.axvline(0.0, color="grey", linewidth=0.6)
+  ax.set_xlabel("RA change from the correct defaults (percentage points)")
+  ax.grid(axis="x", alpha=0.3)
+  ax.set_title(f"The official code's quirks, {data['dataset']}, "
+               f"{len(data['seeds'])} seeds", fontsize=10)
+  io_utils.atomic_savefig(fig, path, dpi=100)
