@@ -139,8 +139,7 @@ def test_alignment_needs_the_task_stream(tmp_path):
 
 
 def test_the_runner_reports_alignment_as_each_task_arrives(tmp_path):
-  config = small_config(num_seeds=2)
-  results = train.run(config, str(tmp_path))
+  results = train.run(small_config(num_seeds=2), str(tmp_path / "probe"))
   assert results["probe_samples"] == 20
   for member in results["members"]:
     a = member["alignment"]
@@ -150,17 +149,46 @@ def test_the_runner_reports_alignment_as_each_task_arrives(tmp_path):
       assert all(-1 <= v <= 1 for v in a["old_cos"] + a["new_cos"])
   # The second seed sees other data and weights: other values.
   assert results["members"][0]["alignment"] != results["members"][1]["alignment"]
-  with open(tmp_path / "metrics.jsonl") as f:
+  with open(tmp_path / "probe" / "metrics.jsonl") as f:
     records = [json.loads(line) for line in f if '"probe"' in line]
-  assert [r["task"] for r in records] == [2, 3]
+  assert [r["task"] for r in records] == [2, 3]  # 0-based, as the log's other records
   np.testing.assert_allclose([r["alignment_per_member"][1][0] for r in records],
                              results["members"][1]["alignment"]["old_cos"])
-  # Off by default: no probe, no key.
-  plain = small_config(probes="", num_seeds=1)
-  assert "alignment" not in train.run(plain, str(tmp_path / "plain"))
+  from tensorboard.backend.event_processing import event_accumulator  # pylint: disable=g-import-not-at-top
+  events = event_accumulator.EventAccumulator(str(tmp_path / "probe" / "tensorboard"))
+  events.Reload()
+  logged = events.Scalars("alignment/old_cos")
+  np.testing.assert_allclose([e.value for e in logged], [r["old_cos"] for r in records],
+                             rtol=1e-6)
+  # Off by default: no probe, no key, and training is the same.
+  plain = train.run(small_config(probes="", num_seeds=2), str(tmp_path / "plain"))
+  assert "alignment" not in plain["members"][0] and "probe_samples" not in plain
+  assert [m["accuracy_matrix"] for m in plain["members"]] == [
+      m["accuracy_matrix"] for m in results["members"]]
 
 
-def test_the_probe_leaves_training_unchanged(tmp_path):
-  with_probe = train.run(small_config(), str(tmp_path / "a"))
-  without = train.run(small_config(probes=""), str(tmp_path / "b"))
-  assert with_probe["accuracy_matrix"] == without["accuracy_matrix"]
+def test_an_interrupted_run_reports_each_probe_once_and_as_uninterrupted(
+    tmp_path, monkeypatch):
+  """Stopped right after the checkpoint of step 10 (task 2's end: its row and the
+  probe of task 3 were written just before it) and of step 13 (mid-task), then
+  finished: the same alignment values and one log record per arriving task."""
+  config = small_config()
+  config.steps_per_program, config.checkpoint_every_minutes = 3, 0.0
+  whole = train.run(config, str(tmp_path / "whole"))
+  from lamaml_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  original = checkpointing.Checkpointer.save
+  for stop in (10, 13):
+    def save_then_stop(self, step, item, stop=stop):
+      original(self, step, item)
+      if step == stop:
+        self.close()  # the checkpoint is on disk, as after a kill right then
+        raise KeyboardInterrupt
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+      patch.setattr(checkpointing.Checkpointer, "save", save_then_stop)
+      train.run(config, str(tmp_path / "resumed"))
+  resumed = train.run(config, str(tmp_path / "resumed"))
+  assert resumed["alignment"] == whole["alignment"]
+  assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]
+  with open(tmp_path / "resumed" / "metrics.jsonl") as f:
+    records = [json.loads(line) for line in f if '"probe"' in line]
+  assert [r["task"] for r in records] == [2, 3]
