@@ -526,7 +526,7 @@ def _member_result(member: dict, benchmark: Benchmark, progress: Progress, i: in
     result["val_accuracy_matrix"] = _matrix(val[1:])
     result["val"] = _summary(val[1:], val[0], done, schedule.kind)
   if progress.alignment.shape[2]:
-    # Tasks numbered from 1 as in the paper's Figure 4: task t + 1 arrives.
+    # Row t (0-based) is task t + 1 arriving, numbered from 1 as in Figure 4.
     reached = [t for t in range(2, num_segments) if not np.isnan(progress.alignment[i, t, 0])]
     result["alignment"] = {"arriving_task": [t + 1 for t in reached],
                            **{k: [float(progress.alignment[i, t, j]) for t in reached]
