@@ -80,6 +80,9 @@ class LookaheadOptions:
       'unroll' (`jax.grad` through the stop-gradient unroll; the reference).
     second_order_impl: 'hvp' (explicit reverse pass, see module docstring) or
       'unroll' (`jax.grad` through the unroll; the reference).
+    remat: with `jax.grad` through the unroll ('unroll' above), rematerialise
+      each inner step (`jax.checkpoint`): the backward pass keeps only the k
+      fast-weight sets and recomputes each step's activations from them.
   """
   first_order: bool = True
   grad_clamp: Optional[float] = None
@@ -88,6 +91,7 @@ class LookaheadOptions:
   unroll: Union[int, bool] = True
   first_order_impl: Literal["accumulate", "unroll"] = "accumulate"
   second_order_impl: Literal["hvp", "unroll"] = "hvp"
+  remat: bool = False
 
   def __post_init__(self):
     if self.meta_loss not in ("mean", "last"):
@@ -100,6 +104,22 @@ class LookaheadOptions:
                        f"{self.second_order_impl!r}.")
     if self.grad_clamp is not None and not self.grad_clamp > 0:
       raise ValueError(f"grad_clamp must be positive or None, got {self.grad_clamp}.")
+
+
+def check_hypergrad_impl(impl: str, remat: bool) -> None:
+  """Raises ValueError for an unknown `hypergrad_impl` or remat without autodiff."""
+  if impl not in ("fast", "autodiff"):
+    raise ValueError(f"hypergrad_impl must be 'fast' or 'autodiff', got {impl!r}.")
+  if remat and impl != "autodiff":
+    raise ValueError("remat_inner_steps applies to hypergrad_impl='autodiff' only "
+                     "(the 'fast' implementations store no inner activations).")
+
+
+def hypergrad_options(impl: str, remat: bool) -> dict:
+  """`LookaheadOptions` fields of a `hypergrad_impl` (`learners.lamaml.LaMAMLHparams`)."""
+  if impl == "autodiff":
+    return dict(first_order_impl="unroll", second_order_impl="unroll", remat=remat)
+  return {}
 
 
 def inner_gradient(loss_fn: LossFn, params: Params, batch: Batch,
@@ -162,6 +182,8 @@ def lookahead_loss(loss_fn: LossFn, params: Params, lrs: Params,
     meta = loss_fn(fast, meta_batch) if with_meta else jnp.zeros((), inner.dtype)
     return fast, (inner, meta)
 
+  if options.remat:
+    body = jax.checkpoint(body)
   fast, (inner_losses, meta_losses) = jax.lax.scan(
       body, params, (inner_batches, live), unroll=options.unroll)
   if with_meta:

@@ -24,9 +24,14 @@ import jax.numpy as jnp
 kaiming_normal = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
 
 
+def _param_dtype():
+  """float32, or float64 in x64 mode (as `nn.initializers` and `PatchConv`)."""
+  return jnp.result_type(float)
+
+
 def _dense(features: int) -> nn.Dense:
   return nn.Dense(features, kernel_init=kaiming_normal,
-                  bias_init=nn.initializers.zeros)
+                  bias_init=nn.initializers.zeros, param_dtype=_param_dtype())
 
 
 def transposed_matmul(a: jax.Array, b: jax.Array) -> jax.Array:
@@ -143,7 +148,7 @@ class ConvNet(nn.Module):
       else:
         x = nn.Conv(self.channels, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)),
                     kernel_init=kaiming_normal, bias_init=nn.initializers.zeros,
-                    name=f"Conv_{i}")(x)
+                    param_dtype=_param_dtype(), name=f"Conv_{i}")(x)
       x = nn.relu(x)
     x = x.reshape((x.shape[0], -1))
     for width in self.hidden:

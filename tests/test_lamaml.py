@@ -236,3 +236,56 @@ def test_mlp_fast_path_is_used_and_matches_the_generic_path(method, monkeypatch)
     assert bool(calls) == fast
   chex.assert_trees_all_close(states[0].params, states[1].params, rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(states[0].lrs, states[1].lrs, rtol=1e-5, atol=1e-6)
+
+
+# Second order with remat: the rematerialised unroll is the autodiff path plus
+# `jax.checkpoint` (test_lookahead holds the plain unroll equal to the reverse pass).
+@pytest.mark.parametrize("first_order, remat", [(True, False), (False, True)])
+def test_autodiff_and_fast_hypergradients_give_the_same_observe_on_the_cifar_net(
+    first_order, remat):
+  """Two observes (5 slices of 2, clamp, replay) of La-MAML on the CIFAR net's
+  architecture (3 strided convs, 2 hidden layers; narrower and on 8x8 images,
+  for test time) with
+  `jax.grad` through the unroll (optionally rematerialised) and with the fast
+  implementations: the same weights and learning rates in float64."""
+  with jax.enable_x64(True):
+    net = networks.ConvNet(num_convs=3, channels=8, hidden=(16, 16), num_outputs=10,
+                           conv_impl="xla")
+    context = base.BuildContext(network=net, num_outputs=10, classes_per_task=5,
+                                num_tasks=2, samples_per_task=20, batch_size=10,
+                                epochs=1, steps_per_task=2, input_shape=(8, 8, 3))
+    rng = np.random.default_rng(0)
+    stream = Batch(x=jnp.asarray(rng.normal(size=(10, 8, 8, 3))),
+                   y=jnp.asarray(rng.integers(5, 10, 10), jnp.int32),
+                   task=jnp.ones((10,), jnp.int32), weight=jnp.ones((10,)))
+    states = {}
+    for impl in ("fast", "autodiff"):
+      hp = hparams("lamaml", inner_steps=5, glances=1, first_order=first_order,
+                   inner_grad_clamp=1.0, grad_clip_norm=1.0, replay_batch_size=4,
+                   memory_size=10, alpha_init=0.15, hypergrad_impl=impl,
+                   remat_inner_steps=remat and impl == "autodiff", scan_unroll=1)
+      learner = lamaml.make(hp, context)
+      state = learner.init(jax.random.PRNGKey(0), stream)
+      # The step sizes are float64 values of the hyperparameters, not float32's.
+      assert state.lrs["Conv_0"]["kernel"].dtype == jnp.float64
+      assert float(state.lrs["Conv_0"]["kernel"][0, 0, 0, 0]) == 0.15
+      assert state.lr_opt_state.hyperparams["learning_rate"].dtype == jnp.float64
+      observe = jax.jit(learner.observe)
+      state, _ = observe(state, stream, jnp.int32(0))  # fills the replay buffer
+      state, _ = observe(state, stream._replace(y=stream.y[::-1]), jnp.int32(0))
+      states[impl] = state
+    chex.assert_trees_all_close(states["fast"].params, states["autodiff"].params,
+                                rtol=1e-10, atol=1e-12)
+    chex.assert_trees_all_close(states["fast"].lrs, states["autodiff"].lrs,
+                                rtol=1e-10, atol=1e-12)
+    moved = jax.tree_util.tree_map(lambda a: float(jnp.max(jnp.abs(a - 0.15))),
+                                   states["fast"].lrs)
+    assert max(jax.tree_util.tree_leaves(moved)) > 1e-6  # the learning rates learnt
+
+
+@pytest.mark.parametrize("field, value, pattern", [
+    ("hypergrad_impl", "numeric", "hypergrad_impl must be 'fast' or 'autodiff'"),
+    ("remat_inner_steps", True, "applies to hypergrad_impl='autodiff' only")])
+def test_invalid_hypergradient_settings(field, value, pattern):
+  with pytest.raises(ValueError, match=pattern):
+    hparams("lamaml", **{field: value})

@@ -394,3 +394,19 @@ def test_uneven_slices_equal_a_hand_unroll(b, k, clamp, first_order, impl, reduc
     chex.assert_trees_all_close(gt, want_t, atol=1e-12, rtol=1e-10)
     chex.assert_trees_all_close(ga, want_a, atol=1e-12, rtol=1e-10)
     assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves((gt, ga)))
+
+
+def test_remat_checkpoints_each_inner_step_of_the_unroll():
+  """`remat` puts each inner step of the autodiff unroll under `jax.checkpoint`
+  (the backward pass recomputes its activations) and changes no number."""
+  params, lrs, inner, meta = make_problem(jax.random.PRNGKey(3), k=3)
+  grads = {}
+  for remat in (False, True):
+    opts = lookahead.LookaheadOptions(first_order=False, second_order_impl="unroll",
+                                      remat=remat)
+    fn = lambda p, a, o=opts: lookahead.meta_gradients(tanh_mlp_loss, p, a, inner,
+                                                       meta, o)[1:3]
+    text = str(jax.make_jaxpr(fn)(params, lrs))
+    assert ("checkpoint" in text or "remat" in text) == remat
+    grads[remat] = jax.jit(fn)(params, lrs)
+  chex.assert_trees_all_close(grads[False], grads[True], rtol=1e-5, atol=1e-7)

@@ -215,13 +215,14 @@ def sgd_step(params: Params, grads: Params, lr: jax.Array) -> Params:
 
 def sweep_values(hp: Any, sweep: Mapping[str, jax.Array],
                  sweepable: tuple[str, ...]) -> dict[str, jax.Array]:
-  """{name: [] float32} for each sweepable scalar: `sweep[name]` (a grid's traced
-  value, as `init` receives it) or the hyperparameter. Raises ValueError on a
-  name outside `sweepable`."""
+  """{name: [] float} for each sweepable scalar: `sweep[name]` (a grid's traced
+  value, as `init` receives it) or the hyperparameter, as float32 (float64 in
+  x64 mode). Raises ValueError on a name outside `sweepable`."""
   unknown = set(sweep) - set(sweepable)
   if unknown:
     raise ValueError(f"Cannot sweep {sorted(unknown)}; sweepable: {sweepable}.")
-  return {name: jnp.asarray(sweep.get(name, getattr(hp, name)), jnp.float32)
+  dtype = jnp.result_type(float)
+  return {name: jnp.asarray(sweep.get(name, getattr(hp, name)), dtype)
           for name in sweepable}
 
 

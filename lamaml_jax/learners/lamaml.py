@@ -77,6 +77,13 @@ class LaMAMLHparams:
     mlp_fast_path: compute first-order meta-gradients of an MLP with
       `mlp_lookahead` (same numbers, faster on CPU: BUILD.md) where it applies:
       first order, mean meta-loss, no inner clamp, single-sample inner slices.
+    hypergrad_impl: 'fast' (default): first order by forward accumulation,
+      second order by the explicit reverse pass, the MLP fast path where it
+      applies (`lookahead` module docstring); 'autodiff': `jax.grad` through the
+      unrolled `lax.scan` (the design card's formulation). Same numbers to float
+      rounding; speed and memory in BUILD.md.
+    remat_inner_steps: with 'autodiff', `jax.checkpoint` each inner step (keep
+      the k fast-weight sets only, recompute activations in the backward pass).
   """
   alpha_init: float = 0.15
   opt_lr: float = 0.3
@@ -99,6 +106,8 @@ class LaMAMLHparams:
   replay_with_replacement: bool = False
   scan_unroll: int = 0
   mlp_fast_path: bool = True
+  hypergrad_impl: Literal["fast", "autodiff"] = "fast"
+  remat_inner_steps: bool = False
 
   def __post_init__(self):
     base.check_positive("alpha_init", self.alpha_init)
@@ -116,13 +125,15 @@ class LaMAMLHparams:
       raise ValueError("weight_grad='replay' (La-ER) needs sync_update=False.")
     if not self.learn_lr and self.weight_grad == "replay":
       raise ValueError("weight_grad='replay' (La-ER) needs learn_lr=True.")
+    lookahead.check_hypergrad_impl(self.hypergrad_impl, self.remat_inner_steps)
 
   @property
   def lookahead_options(self) -> lookahead.LookaheadOptions:
     return lookahead.LookaheadOptions(
         first_order=self.first_order, grad_clamp=self.inner_grad_clamp,
         relu_lrs=self.relu_inner_lrs, meta_loss=self.meta_loss,
-        unroll=self.scan_unroll if self.scan_unroll > 0 else True)
+        unroll=self.scan_unroll if self.scan_unroll > 0 else True,
+        **lookahead.hypergrad_options(self.hypergrad_impl, self.remat_inner_steps))
 
 
 def preset(method: str) -> dict:
@@ -177,8 +188,9 @@ def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
     lrs = jax.tree_util.tree_map(
         lambda p: jnp.full_like(p, values["alpha_init"]), params)
     lr_opt_state, wt_opt_state = lr_tx.init(lrs), wt_tx.init(params)
-    lr_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_lr"], jnp.float32)
-    wt_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_wt"], jnp.float32)
+    dtype = jax.tree_util.tree_leaves(params)[0].dtype  # float64 in x64 mode
+    lr_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_lr"], dtype)
+    wt_opt_state.hyperparams["learning_rate"] = jnp.asarray(values["opt_wt"], dtype)
     memory = replay_lib.init(hp.memory_size, example.x.shape[1:], example.x.dtype)
     return LaMAMLState(
         params=params, lrs=lrs, lr_opt_state=lr_opt_state,
@@ -189,7 +201,8 @@ def make(hp: LaMAMLHparams, context: base.BuildContext) -> base.Learner:
   def meta_gradients(params, lrs, inner, meta_batch):
     """The meta batch is [replay; stream], so the stream starts at row R."""
     slice_size = inner.y.shape[1]
-    if hp.mlp_fast_path and mlp_lookahead.applicable(network, options, slice_size):
+    if (hp.mlp_fast_path and hp.hypergrad_impl == "fast"
+        and mlp_lookahead.applicable(network, options, slice_size)):
       stream_offset = meta_batch.y.shape[0] - hp.inner_steps * slice_size
       return mlp_lookahead.meta_gradients(
           params, lrs, inner, meta_batch, options, layout,

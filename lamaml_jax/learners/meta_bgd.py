@@ -104,6 +104,9 @@ class MetaBGDHparams:
       (`replay` module docstring); False: exact reservoir sampling.
     replay_with_replacement: draw replay samples with replacement (official).
     scan_unroll: unroll of the inner `lax.scan`; 0 unrolls it fully.
+    hypergrad_impl, remat_inner_steps: as La-MAML's (`lamaml.LaMAMLHparams`):
+      the explicit second-order reverse pass ('fast') or `jax.grad` through
+      the unroll ('autodiff', optionally rematerialising each inner step).
   """
   alpha_init: float = 0.1
   std_init: float = 0.02
@@ -124,6 +127,8 @@ class MetaBGDHparams:
   reservoir_inclusive_randint: bool = False
   replay_with_replacement: bool = False
   scan_unroll: int = 0
+  hypergrad_impl: Literal["fast", "autodiff"] = "fast"
+  remat_inner_steps: bool = False
 
   def __post_init__(self):
     base.check_positive("alpha_init", self.alpha_init)
@@ -137,6 +142,7 @@ class MetaBGDHparams:
       base.check_at_least(name, getattr(self, name), 1)
     base.check_at_least("replay_batch_size", self.replay_batch_size, 0)
     base.check_at_least("scan_unroll", self.scan_unroll, 0)
+    lookahead.check_hypergrad_impl(self.hypergrad_impl, self.remat_inner_steps)
     base.check_replay_fits(self.replay_batch_size, self.memory_size)
     if self.bgd_alpha not in ("fixed", "bayesian"):
       raise ValueError(f"bgd_alpha must be 'fixed' (constant α, the paper) or "
@@ -150,7 +156,8 @@ class MetaBGDHparams:
   def lookahead_options(self) -> lookahead.LookaheadOptions:
     return lookahead.LookaheadOptions(
         first_order=False, grad_clamp=self.inner_grad_clamp, relu_lrs=False,
-        meta_loss="mean", unroll=self.scan_unroll if self.scan_unroll > 0 else True)
+        meta_loss="mean", unroll=self.scan_unroll if self.scan_unroll > 0 else True,
+        **lookahead.hypergrad_options(self.hypergrad_impl, self.remat_inner_steps))
 
 
 class MetaBGDState(NamedTuple):
