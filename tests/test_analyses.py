@@ -1,5 +1,6 @@
 """The analysis commands (appendix D-F): each end to end on a tiny configuration,
 the plot-only path, and a sweep against separate single-setting runs."""
+import dataclasses
 import json
 import os
 import subprocess
@@ -73,6 +74,13 @@ def test_alignment_command_end_to_end(tmp_path):
   assert alignment.run(options(tmp_path, num_seeds=2), methods=("lamaml",),
                        probe_samples=10) == data
   redraws_identically("alignment", tmp_path, pngs)
+  # Other overrides meet the runs already there: refused, or redone with overwrite.
+  other = options(tmp_path, num_seeds=2, overrides=("learner.glances=1",))
+  with pytest.raises(train.WorkdirConflictError, match="--overwrite"):
+    alignment.run(other, methods=("lamaml",), probe_samples=10)
+  redone = alignment.run(dataclasses.replace(other, overwrite=True), methods=("lamaml",),
+                         probe_samples=10)
+  assert redone["methods"]["lamaml"]["old_cos"] != entry["old_cos"]
 
 
 def test_a_sweep_equals_separate_runs_of_each_setting(tmp_path):

@@ -37,7 +37,7 @@ def run(options: common.Options, methods: Sequence[str] = METHODS,
   for method in methods:
     config = common.config_for(method, options, probes="alignment",
                                probe_samples=probe_samples)
-    results = common.run(config, os.path.join(options.workdir, method), options.data_dir)
+    results = common.run(config, os.path.join(options.workdir, method), options)
     done = [m for m in common.members(results) if m.get("status") == "complete"]
     if not done:
       raise ValueError(f"{method}: no seed finished ({common.members(results)[0]['message']}); "

@@ -36,6 +36,9 @@ METHODS = flags.DEFINE_list("methods", None, "Methods; default: the analysis's o
 OVERRIDE = flags.DEFINE_multi_string(
     "override", [], "KEY=VALUE set in every run's config, e.g. --override=num_tasks=3 "
     "--override=learner.glances=1 (repeatable).")
+OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Delete runs in --workdir made with another config (e.g. "
+    "other --override values) and train them afresh.")
 PLOT_ONLY = flags.DEFINE_bool("plot_only", False,
                               "Redraw the figure from the JSON already written.")
 COMPILATION_CACHE_DIR = flags.DEFINE_string(
@@ -53,6 +56,7 @@ class Options:
   num_seeds: int = 3
   overrides: tuple[str, ...] = ()
   data_dir: Optional[str] = None
+  overwrite: bool = False
 
   @classmethod
   def from_flags(cls, name: str) -> "Options":
@@ -60,7 +64,8 @@ class Options:
                workdir=WORKDIR.value or os.path.join(
                    "runs", "analyses", f"{name}_{DATASET.value}"),
                seed=SEED.value, num_seeds=NUM_SEEDS.value,
-               overrides=tuple(OVERRIDE.value), data_dir=DATA_DIR.value)
+               overrides=tuple(OVERRIDE.value), data_dir=DATA_DIR.value,
+               overwrite=OVERWRITE.value)
 
   @property
   def seeds(self) -> list[int]:
@@ -126,14 +131,22 @@ def progress(message: str) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str,
-        data_dir: Optional[str] = None) -> dict:
+        options: Optional[Options] = None) -> dict:
   """The results of `config` in `workdir`: read when that run is complete, else
-  trained (resuming from its checkpoints, as lamaml_jax.main does).
+  trained (resuming from its checkpoints, as lamaml_jax.main does); with
+  `options.overwrite`, a run of another config there is deleted first.
 
   Raises:
     train.WorkdirConflictError: `workdir` holds a run of another config.
   """
-  train.check_workdir(config, workdir, overwrite=False)
+  options = options or Options()
+  try:
+    train.check_workdir(config, workdir, overwrite=False)
+  except train.WorkdirConflictError:
+    if not options.overwrite:
+      raise
+    progress(f"{workdir}: another config's run, deleted (--overwrite)")
+    return train.run(config, workdir, data_dir=options.data_dir, overwrite=True)
   path = os.path.join(workdir, train.RESULTS_FILE)
   if os.path.exists(path):
     with open(path) as f:
@@ -142,7 +155,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
       progress(f"{workdir}: complete, reused")
       return results
   progress(f"{workdir}: training {config.method} ({_members(config)} members)")
-  results = train.run(config, workdir, data_dir=data_dir)
+  results = train.run(config, workdir, data_dir=options.data_dir)
   progress(f"{workdir}: done in {results['wall_time_s']:.1f} s")
   return results
 

@@ -90,7 +90,7 @@ def run(options: common.Options, methods: Sequence[str] = tuple(SWEEPS),
         config = common.config_for(method, options,
                                    grid=f"{name}={','.join(map(str, values))}")
         results = common.run(config, os.path.join(options.workdir, f"1d_{method}_{name}"),
-                             options.data_dir)
+                             options)
         table = _ra_by_setting(results, [name])
         data["sweeps"].append({
             "method": method, "name": name, "symbol": SYMBOLS[(method, name)],
@@ -106,7 +106,7 @@ def run(options: common.Options, methods: Sequence[str] = tuple(SWEEPS),
       text = ",".join(map(str, values))
       config = common.config_for(method, options, grid=f"{rows}={text};{cols}={text}")
       results = common.run(config, os.path.join(options.workdir, f"2d_{method}"),
-                           options.data_dir)
+                           options)
       table = _ra_by_setting(results, [rows, cols])
       data["grids"].append({
           "method": method, "rows": rows, "cols": cols,

@@ -117,7 +117,7 @@ def run(options: common.Options, methods: Sequence[str] = tuple(QUIRKS)) -> dict
     for i, (label, fields) in enumerate(settings(quirks)):
       config = common.config_for(method, options, **fields)
       results = common.run(config, os.path.join(options.workdir, method, f"setting{i}"),
-                           options.data_dir)
+                           options)
       done = [m for m in common.members(results) if m.get("status") == "complete"]
       where = next((q.where for q in quirks if q.label == label), "")
       rows.append({"setting": label, "where": where, "fields": fields,

@@ -44,6 +44,8 @@ def run(options: common.Options, methods: Sequence[str] = learners.METHODS,
   command = [sys.executable, _METHODS_TABLE, f"--methods={','.join(methods)}",
              f"--datasets={options.dataset}", f"--seeds={seeds}", f"--out={table}", "--"]
   command += [f"--config.{entry}" for entry in options.overrides]
+  if options.overwrite:
+    command.append("--overwrite")  # reaches the runs the table starts
   if options.data_dir:
     command.append(f"--data_dir={options.data_dir}")
   common.progress(f"methods table of {len(methods)} methods x {len(options.seeds)} "
