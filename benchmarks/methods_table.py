@@ -7,9 +7,9 @@ Runs every (method, dataset, seed) as its own `python -m lamaml_jax.main`
 process with the method's config for that dataset, times the whole process from
 outside (written beside its results as process_time.json), skips runs already
 complete (rerun the same command to finish an interrupted table), then prints
-the table (`lamaml_jax.results_table`) and writes it to OUT/table.md and
-OUT/table.json. Extra flags for every run go after `--`, e.g.
-`-- --config.num_tasks=3`.
+the table (`lamaml_jax.results_table`, as `python -m lamaml_jax.collect OUT`) and
+writes it to OUT/table.md, OUT/table.csv and OUT/table.json. Extra flags for
+every run go after `--`, e.g. `-- --config.num_tasks=3`.
 """
 from __future__ import annotations
 
@@ -69,12 +69,7 @@ def main(argv):
         run_one(method, dataset, seed,
                 os.path.join(OUT.value, f"{method}_{dataset}_seed{seed}"), extra)
   rows = results_table.collect(OUT.value)
-  table = results_table.markdown(rows)
-  print(table)
-  with open(os.path.join(OUT.value, "table.md"), "w") as f:
-    f.write(table + "\n")
-  with open(os.path.join(OUT.value, "table.json"), "w") as f:
-    json.dump(rows, f, indent=1)
+  print(results_table.write(rows, OUT.value, shown=("method", "dataset")))
 
 
 if __name__ == "__main__":

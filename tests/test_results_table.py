@@ -1,4 +1,6 @@
 """The methods table: aggregation of results.json files, and its command."""
+import csv
+import io
 import json
 import os
 import subprocess
@@ -66,3 +68,30 @@ def test_methods_table_command_runs_and_resumes(tmp_path):
   again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
   assert "seed 0:" not in again.stdout  # complete runs are not repeated
+
+
+def test_collect_command_gathers_several_directories_with_the_paper_figure(tmp_path):
+  for root, seed, ra in (("a", 0, 0.7), ("b", 1, 0.8)):
+    (tmp_path / root).mkdir()
+    _write(tmp_path / root, "run", method="lamaml", dataset="cifar100",
+           setting="multi_pass", seed=seed, ra=ra, bti=-0.1, forgetting=0.1, la=0.8)
+    (tmp_path / root / "run" / "config.json").write_text(json.dumps({"paper_ra": 70.08}))
+  _write(tmp_path / "a", "other", method="er", dataset="cifar100",
+         setting="multi_pass", seed=0, ra=0.6)
+  out = tmp_path / "table"
+  r = subprocess.run([sys.executable, "-m", "lamaml_jax.collect", str(tmp_path / "a"),
+                      str(tmp_path / "b"), f"--out={out}"], cwd=ROOT,
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 0, r.stderr
+  assert ("| lamaml | cifar100 | multi_pass | 2 | 75.0 ± 7.1 | -10.0 ± 0.0 | "
+          "10.0 ± 0.0 | 1.0 ± 0.0 | 70.08 |") in r.stdout
+  assert "| er | cifar100 | multi_pass | 1 | 60.0 | — | — | 1.0 | — |" in r.stdout
+  rows = list(csv.DictReader(io.StringIO((out / "table.csv").read_text())))
+  assert rows[1]["method"] == "lamaml" and rows[1]["seeds"] == "0 1"
+  assert float(rows[1]["ra_mean"]) == pytest.approx(0.75) and rows[1]["paper_ra"] == "70.08"
+  assert rows[0]["bti_mean"] == "" and rows[0]["paper_ra"] == ""
+  assert (out / "table.md").read_text().strip() in r.stdout
+  bad = subprocess.run([sys.executable, "-m", "lamaml_jax.collect",
+                        str(tmp_path / "missing")], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode == 1 and "is not a directory of runs" in bad.stderr
