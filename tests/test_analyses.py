@@ -177,4 +177,6 @@ def test_quirks_command_end_to_end(tmp_path):
   outputs = quirks.plot(data, str(tmp_path))
   table = open(outputs[0]).read()
   assert "| online | correct | " in table and "| gem | all official | " in table
+  drop = online[1]  # paired over the 2 seeds: each one lowers or keeps RA
+  assert drop["delta_ra"][0] <= 0 and len(drop["ra_per_seed"]) == 2
   redraws_identically("quirks", tmp_path, outputs)

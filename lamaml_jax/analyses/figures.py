@@ -131,16 +131,15 @@ def ra_vs_time(data: dict, path: str) -> None:
 
 
 def quirks(data: dict, path: str) -> None:
-  """ΔRA (percentage points, ± the quirk setting's std over seeds) of each
+  """ΔRA (percentage points, mean ± std of the per-seed differences) of each
   official quirk against the method's correct defaults, one bar per setting."""
   labels, deltas, errors, colors = [], [], [], []
   for i, (method, rows) in enumerate(data["methods"].items()):
-    base = rows[0]["ra"][0]
     for row in rows[1:]:
-      mean, std = row["ra"]
+      (mean,), (std,) = _arrays([row["delta_ra"]])
       labels.append(f"{method}: {row['setting']}")
-      deltas.append(np.nan if mean is None or base is None else 100 * (mean - base))
-      errors.append(0.0 if std is None else 100 * std)
+      deltas.append(100 * mean)
+      errors.append(100 * std)
       colors.append(f"C{i % 10}")
   fig = plots._new_figure((8.0, 1.2 + 0.28 * max(len(labels), 1)))  # pylint: disable=protected-access
   ax = fig.add_subplot()

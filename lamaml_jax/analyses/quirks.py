@@ -120,10 +120,15 @@ def run(options: common.Options, methods: Sequence[str] = tuple(QUIRKS)) -> dict
                            options)
       done = [m for m in common.members(results) if m.get("status") == "complete"]
       where = next((q.where for q in quirks if q.label == label), "")
+      ra = {m["seed"]: m["ra"] for m in done}
+      base = rows[0]["ra_per_seed"] if rows else ra
       rows.append({"setting": label, "where": where, "fields": fields,
-                   "ra": common.mean_std([m.get("ra") for m in done]),
+                   "ra": common.mean_std(list(ra.values())),
                    "bti": common.mean_std([m.get("bti") for m in done]),
-                   "seeds_finished": len(done)})
+                   # Paired over the seeds both finished: the same tasks and
+                   # initial weights, so the seed-to-seed spread cancels.
+                   "delta_ra": common.mean_std([ra[s] - base[s] for s in ra if s in base]),
+                   "ra_per_seed": ra, "seeds_finished": len(done)})
     data["methods"][method] = rows
   return data
 
@@ -136,17 +141,23 @@ def _cell(pair, scale: float = 100.0) -> str:
 
 
 def markdown(data: dict) -> str:
-  """The table: RA and BTI (%) of each setting, and RA's change from 'correct'."""
-  lines = ["| method | setting | BASELINES.md | RA (%) | ΔRA | BTI (%) |",
+  """The table: RA and BTI (%) of each setting, and RA's change from 'correct'
+  (percentage points, mean ± std of the per-seed differences)."""
+  lines = ["| method | setting | BASELINES.md | RA (%) | ΔRA (points, paired) | BTI (%) |",
            "|---|---|---|---|---|---|"]
   for method, rows in data["methods"].items():
-    base = rows[0]["ra"][0]
     for row in rows:
-      delta = ("" if row["setting"] == "correct" or row["ra"][0] is None or base is None
-               else f"{100 * (row['ra'][0] - base):+.1f}")
+      delta = "" if row["setting"] == "correct" else _signed(row["delta_ra"])
       lines.append(f"| {method} | {row['setting']} | {row['where']} | "
                    f"{_cell(row['ra'])} | {delta} | {_cell(row['bti'])} |")
   return "\n".join(lines)
+
+
+def _signed(pair) -> str:
+  mean, std = pair
+  if mean is None:
+    return "—"
+  return f"{100 * mean:+.2f}" + (f" ± {100 * std:.2f}" if std is not None else "")
 
 
 def plot(data: dict, workdir: str) -> list[str]:
