@@ -88,10 +88,14 @@ def lr_grids(data: dict, path: str) -> None:
   grids = data["grids"]
   fig = plots._new_figure((4.6 * len(grids), 4.2))  # pylint: disable=protected-access
   axes = fig.subplots(1, len(grids), squeeze=False)[0]
-  for ax, grid in zip(axes, grids):
-    mean = 100 * np.asarray([[np.nan if c[0] is None else c[0] for c in row]
-                             for row in grid["ra"]], np.float64)
-    im = ax.imshow(mean, origin="lower", cmap="viridis", interpolation="nearest")
+  means = [100 * np.asarray([[np.nan if c[0] is None else c[0] for c in row]
+                             for row in grid["ra"]], np.float64) for grid in grids]
+  finite = np.concatenate([m[np.isfinite(m)] for m in means] + [np.zeros(0)])
+  # One colour scale for every panel, so that robustness compares across methods.
+  vmin, vmax = (finite.min(), finite.max()) if finite.size else (0.0, 100.0)
+  for ax, grid, mean in zip(axes, grids, means):
+    im = ax.imshow(mean, origin="lower", cmap="viridis", interpolation="nearest",
+                   vmin=vmin, vmax=vmax)
     labels = [f"{v:g}" for v in grid["values"]]
     ax.set_xticks(range(len(labels)), labels, rotation=45, fontsize=7)
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
@@ -101,7 +105,7 @@ def lr_grids(data: dict, path: str) -> None:
     for (i, j), v in np.ndenumerate(mean):
       if np.isfinite(v):
         ax.text(j, i, f"{v:.0f}", ha="center", va="center", fontsize=7,
-                color="black" if v > np.nanmean(mean) else "white")
+                color="black" if v > (vmin + vmax) / 2 else "white")
     fig.colorbar(im, ax=ax, label="RA (%)")
   fig.suptitle(f"RA over 2-D learning-rate grids, {data['dataset']}, "
                f"{len(data['seeds'])} seeds", fontsize=10)
