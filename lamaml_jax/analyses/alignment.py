@@ -23,8 +23,6 @@ from lamaml_jax.analyses import figures
 
 NAME = "alignment"
 METHODS = ("cmaml", "lamaml")
-PROBE_SAMPLES = flags.DEFINE_integer(
-    "probe_samples", 100, "Training samples of each task its gradient is taken on.")
 
 
 def run(options: common.Options, methods: Sequence[str] = METHODS,
@@ -58,11 +56,13 @@ def plot(data: dict, workdir: str) -> list[str]:
   return [path]
 
 
-def _run_from_flags(options: common.Options) -> dict:
-  return run(options, common.METHODS.value or METHODS, PROBE_SAMPLES.value)
+def _main():
+  f = common.define_flags()
+  probe_samples = flags.DEFINE_integer(
+      "probe_samples", 100, "Training samples of each task its gradient is taken on.")
+  app.run(common.cli_main(
+      NAME, lambda o: run(o, f.methods.value or METHODS, probe_samples.value), plot, f))
 
-
-main = common.cli_main(NAME, _run_from_flags, plot)
 
 if __name__ == "__main__":
-  app.run(main)
+  _main()

@@ -3,8 +3,9 @@ that resume or are reused, a progress line, and JSON + PNG outputs.
 
 Each analysis module defines `run(options, ...) -> data` (runs what is missing,
 returns the JSON-able data of its figure), `plot(data, workdir)` (draws the PNGs
-from that data alone) and `main`, wired by `cli_main`: with --plot_only it
-redraws from the JSON written before, without running anything.
+from that data alone) and, run as a command, defines its flags (`define_flags`
+and its own) and calls `cli_main`: with --plot_only it redraws from the JSON
+written before, without running anything.
 """
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import dataclasses
 import json
 import os
 import time
+import types
 from typing import Callable, Optional, Sequence
 
+from absl import app
 from absl import flags
 import ml_collections
 import numpy as np
@@ -24,26 +27,33 @@ from lamaml_jax import cli
 from lamaml_jax import io_utils
 from lamaml_jax import train
 
-DATASET = flags.DEFINE_string("dataset", "mnist5k_rotations", "Benchmark to analyse.")
-SETTING = flags.DEFINE_enum("setting", None, ["single_pass", "multi_pass"],
-                            "Setting; default: the dataset's.")
-WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; default "
-                              "runs/analyses/<analysis>_<dataset>.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-SEED = flags.DEFINE_integer("seed", 0, "First seed.")
-NUM_SEEDS = flags.DEFINE_integer("num_seeds", 3, "Seeds seed..seed+N-1 (mean ± std).")
-METHODS = flags.DEFINE_list("methods", None, "Methods; default: the analysis's own.")
-OVERRIDE = flags.DEFINE_multi_string(
-    "override", [], "KEY=VALUE set in every run's config, e.g. --override=num_tasks=3 "
-    "--override=learner.glances=1 (repeatable).")
-OVERWRITE = flags.DEFINE_bool(
-    "overwrite", False, "Delete runs in --workdir made with another config (e.g. "
-    "other --override values) and train them afresh.")
-PLOT_ONLY = flags.DEFINE_bool("plot_only", False,
-                              "Redraw the figure from the JSON already written.")
-COMPILATION_CACHE_DIR = flags.DEFINE_string(
-    "compilation_cache_dir", cli.DEFAULT_CACHE_DIR, "JAX's persistent compilation "
-    "cache ('' off), as in lamaml_jax.main.")
+def define_flags() -> types.SimpleNamespace:
+  """Defines the common flags and returns their holders. Called by each command
+  when it runs (`cli_main`'s caller), so that importing an analysis module
+  defines no global flag (tests import several beside other commands)."""
+  return types.SimpleNamespace(
+      dataset=flags.DEFINE_string("dataset", "mnist5k_rotations", "Benchmark to analyse."),
+      setting=flags.DEFINE_enum("setting", None, ["single_pass", "multi_pass"],
+                                "Setting; default: the dataset's."),
+      workdir=flags.DEFINE_string("workdir", None, "Output directory; default "
+                                  "runs/analyses/<analysis>_<dataset>."),
+      data_dir=flags.DEFINE_string("data_dir", None, "TFDS data directory."),
+      seed=flags.DEFINE_integer("seed", 0, "First seed."),
+      num_seeds=flags.DEFINE_integer("num_seeds", 3,
+                                     "Seeds seed..seed+N-1 (mean ± std)."),
+      methods=flags.DEFINE_list("methods", None,
+                                "Methods; default: the analysis's own."),
+      override=flags.DEFINE_multi_string(
+          "override", [], "KEY=VALUE set in every run's config, e.g. "
+          "--override=num_tasks=3 --override=learner.glances=1 (repeatable)."),
+      overwrite=flags.DEFINE_bool(
+          "overwrite", False, "Delete runs in --workdir made with another config "
+          "(e.g. other --override values) and train them afresh."),
+      plot_only=flags.DEFINE_bool("plot_only", False,
+                                  "Redraw the figure from the JSON already written."),
+      compilation_cache_dir=flags.DEFINE_string(
+          "compilation_cache_dir", cli.DEFAULT_CACHE_DIR, "JAX's persistent "
+          "compilation cache ('' off), as in lamaml_jax.main."))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,13 +69,14 @@ class Options:
   overwrite: bool = False
 
   @classmethod
-  def from_flags(cls, name: str) -> "Options":
-    return cls(dataset=DATASET.value, setting=SETTING.value,
-               workdir=WORKDIR.value or os.path.join(
-                   "runs", "analyses", f"{name}_{DATASET.value}"),
-               seed=SEED.value, num_seeds=NUM_SEEDS.value,
-               overrides=tuple(OVERRIDE.value), data_dir=DATA_DIR.value,
-               overwrite=OVERWRITE.value)
+  def from_flags(cls, name: str, f: types.SimpleNamespace) -> "Options":
+    """From the holders of `define_flags`."""
+    return cls(dataset=f.dataset.value, setting=f.setting.value,
+               workdir=f.workdir.value or os.path.join(
+                   "runs", "analyses", f"{name}_{f.dataset.value}"),
+               seed=f.seed.value, num_seeds=f.num_seeds.value,
+               overrides=tuple(f.override.value), data_dir=f.data_dir.value,
+               overwrite=f.overwrite.value)
 
   @property
   def seeds(self) -> list[int]:
@@ -187,23 +198,24 @@ def json_path(workdir: str, name: str) -> str:
 
 
 def cli_main(name: str, run_fn: Callable[[Options], dict],
-             plot_fn: Callable[[dict, str], list[str]]):
-  """The `main(argv)` of analysis `name` for absl's app.run."""
+             plot_fn: Callable[[dict, str], list[str]], f: types.SimpleNamespace):
+  """The `main(argv)` of analysis `name` for absl's app.run; `f` holds the flags
+  of `define_flags`."""
   def main(argv):
     if len(argv) > 1:
-      raise ValueError(f"Unexpected arguments: {' '.join(argv[1:])}")
+      raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
     cli.quiet_libraries()
-    options = Options.from_flags(name)
+    options = Options.from_flags(name, f)
     path = json_path(options.workdir, name)
     with cli.exit_on_run_errors():
-      if PLOT_ONLY.value:
+      if f.plot_only.value:
         if not os.path.exists(path):
           raise ValueError(f"--plot_only: {path} does not exist; run the analysis "
                            "without --plot_only first.")
-        with open(path) as f:
-          data = json.load(f)
+        with open(path) as handle:
+          data = json.load(handle)
       else:
-        cli.enable_compilation_cache(COMPILATION_CACHE_DIR.value)
+        cli.enable_compilation_cache(f.compilation_cache_dir.value)
         os.makedirs(options.workdir, exist_ok=True)
         data = run_fn(options)
         io_utils.atomic_write_json(path, data)

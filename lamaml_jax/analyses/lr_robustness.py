@@ -37,11 +37,6 @@ SYMBOLS = {("cmaml", "alpha_init"): "α", ("cmaml", "opt_wt"): "β",
            ("sync", "alpha_init"): "α0", ("sync", "opt_lr"): "η", ("sync", "opt_wt"): "β",
            ("lamaml", "alpha_init"): "α0", ("lamaml", "opt_lr"): "η"}
 
-POINTS = flags.DEFINE_integer("points", 7, "Values of each 1-D sweep.")
-GRID_POINTS = flags.DEFINE_integer("grid_points", 5, "Values per axis of a 2-D grid.")
-LOW = flags.DEFINE_float("low", 0.001, "Smallest learning rate swept.")
-HIGH = flags.DEFINE_float("high", 0.3, "Largest learning rate swept.")
-PARTS = flags.DEFINE_list("parts", ["1d", "2d"], "1d (Figure 5), 2d (Figure 6) or both.")
 
 
 def log_values(low: float, high: float, points: int) -> list[float]:
@@ -128,12 +123,18 @@ def plot(data: dict, workdir: str) -> list[str]:
   return paths
 
 
-def _run_from_flags(options: common.Options) -> dict:
-  return run(options, common.METHODS.value or tuple(SWEEPS), POINTS.value,
-             GRID_POINTS.value, LOW.value, HIGH.value, PARTS.value)
+def _main():
+  f = common.define_flags()
+  points = flags.DEFINE_integer("points", 7, "Values of each 1-D sweep.")
+  grid_points = flags.DEFINE_integer("grid_points", 5, "Values per axis of a 2-D grid.")
+  low = flags.DEFINE_float("low", 0.001, "Smallest learning rate swept.")
+  high = flags.DEFINE_float("high", 0.3, "Largest learning rate swept.")
+  parts = flags.DEFINE_list("parts", ["1d", "2d"], "1d (Figure 5), 2d (Figure 6) or both.")
+  app.run(common.cli_main(
+      NAME, lambda o: run(o, f.methods.value or tuple(SWEEPS), points.value,
+                          grid_points.value, low.value, high.value, parts.value),
+      plot, f))
 
-
-main = common.cli_main(NAME, _run_from_flags, plot)
 
 if __name__ == "__main__":
-  app.run(main)
+  _main()

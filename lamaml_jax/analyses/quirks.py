@@ -168,11 +168,11 @@ def plot(data: dict, workdir: str) -> list[str]:
   return [table, path]
 
 
-def _run_from_flags(options: common.Options) -> dict:
-  return run(options, common.METHODS.value or tuple(QUIRKS))
+def _main():
+  f = common.define_flags()
+  app.run(common.cli_main(
+      NAME, lambda o: run(o, f.methods.value or tuple(QUIRKS)), plot, f))
 
-
-main = common.cli_main(NAME, _run_from_flags, plot)
 
 if __name__ == "__main__":
-  app.run(main)
+  _main()

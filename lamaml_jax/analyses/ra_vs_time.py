@@ -26,8 +26,6 @@ from lamaml_jax.analyses import common
 from lamaml_jax.analyses import figures
 
 NAME = "ra_vs_time"
-TABLE = flags.DEFINE_string("table", None, "Directory of the methods table's runs; "
-                            "default <workdir>/runs.")
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _METHODS_TABLE = os.path.join(_ROOT, "benchmarks", "methods_table.py")
 
@@ -70,11 +68,13 @@ def plot(data: dict, workdir: str) -> list[str]:
   return [path]
 
 
-def _run_from_flags(options: common.Options) -> dict:
-  return run(options, common.METHODS.value or learners.METHODS, TABLE.value)
+def _main():
+  f = common.define_flags()
+  table = flags.DEFINE_string("table", None, "Directory of the methods table's runs; "
+                              "default <workdir>/runs.")
+  app.run(common.cli_main(
+      NAME, lambda o: run(o, f.methods.value or learners.METHODS, table.value), plot, f))
 
-
-main = common.cli_main(NAME, _run_from_flags, plot)
 
 if __name__ == "__main__":
-  app.run(main)
+  _main()
