@@ -1,6 +1,5 @@
 """The analysis commands (appendix D-F): each end to end on a tiny configuration,
 the plot-only path, and a sweep against separate single-setting runs."""
-import dataclasses
 import json
 import os
 import subprocess
@@ -74,19 +73,17 @@ def test_alignment_command_end_to_end(tmp_path):
   assert alignment.run(options(tmp_path, num_seeds=2), methods=("lamaml",),
                        probe_samples=10) == data
   redraws_identically("alignment", tmp_path, pngs)
-  # Other overrides meet the runs already there: refused, or redone with overwrite.
+  # Other overrides meet the runs already there: refused with the advice.
   other = options(tmp_path, num_seeds=2, overrides=("learner.glances=1",))
   with pytest.raises(train.WorkdirConflictError, match="--overwrite"):
     alignment.run(other, methods=("lamaml",), probe_samples=10)
-  redone = alignment.run(dataclasses.replace(other, overwrite=True), methods=("lamaml",),
-                         probe_samples=10)
-  assert redone["methods"]["lamaml"]["old_cos"] != entry["old_cos"]
+  # (--overwrite then trains afresh through train.run's own overwrite, tested there.)
 
 
 def test_a_sweep_equals_separate_runs_of_each_setting(tmp_path, monkeypatch):
-  """C-MAML's α sweep (2 values x 2 seeds in one program) against four
-  single-setting, single-seed runs: the same RA, bit for bit. (Its β sweep is
-  left out: suite time.)"""
+  """C-MAML's α sweep (2 values x 2 seeds in one program) against single-setting,
+  single-seed runs of its second value: the same RA, bit for bit. (Its β sweep
+  and the first value's single runs are left out: suite time.)"""
   monkeypatch.setitem(lr_robustness.SWEEPS, "cmaml", ("alpha_init",))
   data = lr_robustness.run(options(tmp_path / "sweep", num_seeds=2), methods=("cmaml",),
                            points=2, grid_points=2, low=0.01, high=0.1)
@@ -94,7 +91,7 @@ def test_a_sweep_equals_separate_runs_of_each_setting(tmp_path, monkeypatch):
   assert (sweep["method"], sweep["name"], sweep["values"]) == ("cmaml", "alpha_init",
                                                                [0.01, 0.1])
   assert [s["name"] for s in data["sweeps"]] == ["alpha_init"]
-  for value, (mean, std) in zip(sweep["values"], sweep["ra"]):
+  for value, (mean, std) in list(zip(sweep["values"], sweep["ra"]))[1:]:  # suite time
     ras = []
     for seed in (0, 1):
       config = common.config_for("cmaml", options(tmp_path, seed=seed))
@@ -163,10 +160,9 @@ def test_quirk_settings_switch_one_quirk_at_a_time():
 
 def test_quirks_command_end_to_end(tmp_path):
   from lamaml_jax.analyses import quirks  # pylint: disable=g-import-not-at-top
-  data = quirks.run(options(tmp_path, num_seeds=2), methods=("online", "gem"))
-  online, gem = data["methods"]["online"], data["methods"]["gem"]
+  data = quirks.run(options(tmp_path, num_seeds=2), methods=("online",))
+  online = data["methods"]["online"]
   assert [r["setting"] for r in online] == ["correct", quirks.DROP_LAST.label]
-  assert [r["setting"] for r in gem][-1] == "all official"
   # Dropping the last of each task's 1,000 test samples lowers its accuracy by 0
   # or 1/1000, and training is unchanged.
   per_seed = lambda i: [json.load(open(tmp_path / "online" / f"setting{i}" /
@@ -178,7 +174,7 @@ def test_quirks_command_end_to_end(tmp_path):
     json.dump(data, f)
   outputs = quirks.plot(data, str(tmp_path))
   table = open(outputs[0]).read()
-  assert "| online | correct | " in table and "| gem | all official | " in table
+  assert "| online | correct | " in table and "| online | MNIST evaluation" in table
   drop = online[1]  # paired over the 2 seeds: each one lowers or keeps RA
   assert drop["delta_ra"][0] <= 0 and len(drop["ra_per_seed"]) == 2
   redraws_identically("quirks", tmp_path, outputs)
