@@ -39,6 +39,28 @@ def load_benchmark():
   return load
 
 
+@pytest.fixture
+def run_stopped_after_checkpoints(monkeypatch):
+  """run(config, workdir, stops): `train.run` stopped (KeyboardInterrupt) right
+  after the checkpoint of each step in `stops` is on disk, as after a kill then,
+  once per stop; the caller resumes with a plain `train.run`."""
+  from lamaml_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  from lamaml_jax import train  # pylint: disable=g-import-not-at-top
+  original = checkpointing.Checkpointer.save
+
+  def run(config, workdir, stops):
+    for stop in stops:
+      def save_then_stop(self, step, item, stop=stop):
+        original(self, step, item)
+        if step == stop:
+          self.close()  # the checkpoint is on disk, as after a kill right then
+          raise KeyboardInterrupt
+      with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(checkpointing.Checkpointer, "save", save_then_stop)
+        train.run(config, workdir)
+  return run
+
+
 def _reject_constant(constant):
   raise ValueError(f"{constant} is not strict JSON")
 

@@ -168,24 +168,14 @@ def test_the_runner_reports_alignment_as_each_task_arrives(tmp_path):
 
 
 def test_an_interrupted_run_reports_each_probe_once_and_as_uninterrupted(
-    tmp_path, monkeypatch):
+    tmp_path, run_stopped_after_checkpoints):
   """Stopped right after the checkpoint of step 10 (task 2's end: its row and the
   probe of task 3 were written just before it) and of step 13 (mid-task), then
   finished: the same alignment values and one log record per arriving task."""
   config = small_config()
   config.steps_per_program, config.checkpoint_every_minutes = 3, 0.0
   whole = train.run(config, str(tmp_path / "whole"))
-  from lamaml_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  original = checkpointing.Checkpointer.save
-  for stop in (10, 13):
-    def save_then_stop(self, step, item, stop=stop):
-      original(self, step, item)
-      if step == stop:
-        self.close()  # the checkpoint is on disk, as after a kill right then
-        raise KeyboardInterrupt
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-      patch.setattr(checkpointing.Checkpointer, "save", save_then_stop)
-      train.run(config, str(tmp_path / "resumed"))
+  run_stopped_after_checkpoints(config, str(tmp_path / "resumed"), (10, 13))
   resumed = train.run(config, str(tmp_path / "resumed"))
   assert resumed["alignment"] == whole["alignment"]
   assert resumed["accuracy_matrix"] == whole["accuracy_matrix"]

@@ -260,24 +260,14 @@ def _tensorboard_steps(workdir):
 
 
 def test_tensorboard_and_log_after_two_resumes_equal_an_uninterrupted_run(
-    finished_run, tmp_path, monkeypatch):
+    finished_run, tmp_path, run_stopped_after_checkpoints):
   """Stopped after the checkpoint of step 25 (mid-task) and again after that of
   step 40 (a task end, its evaluation written just before), then finished: every
   TensorBoard scalar and every metrics.jsonl step as in one go."""
   whole_dir, _ = finished_run
   config = small_config()
   config.steps_per_program, config.checkpoint_every_minutes = 5, 0.0
-  from lamaml_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  original = checkpointing.Checkpointer.save
-  for stop in (25, 40):
-    def save_then_stop(self, step, item, stop=stop):
-      original(self, step, item)
-      if step == stop:
-        self.close()  # the checkpoint is on disk, as after a kill right then
-        raise KeyboardInterrupt
-    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
-      patch.setattr(checkpointing.Checkpointer, "save", save_then_stop)
-      train.run(config, str(tmp_path))
+  run_stopped_after_checkpoints(config, str(tmp_path), (25, 40))
   train.run(config, str(tmp_path))
   want, got = _tensorboard_steps(whole_dir), _tensorboard_steps(str(tmp_path))
   assert got["eval/mean_seen_accuracy"] == [20, 40, 60]
