@@ -105,7 +105,8 @@ def write(buffer: ReplayBuffer, slots: jax.Array, batch: Batch,
 
 def _num_offered(batch: Batch, offered) -> jax.Array:
   """[] items a `write` offers: the real (weight > 0) samples, or none."""
-  return jnp.sum((batch.weight > 0).astype(jnp.int32)) * jnp.asarray(offered, jnp.int32)
+  return (jnp.sum(batch.weight > 0, dtype=jnp.int32)  # int32 in x64 mode too
+          * jnp.asarray(offered, jnp.int32))
 
 
 def sample(buffer: ReplayBuffer, key: PRNGKey, num: int,

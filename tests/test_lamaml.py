@@ -201,11 +201,14 @@ def test_sweep_values_given_to_init_act_like_static_ones():
   batched = lamaml.make(hparams("sync"), CONTEXT)
   sweep = {k: jnp.array([v[i] for v in values]) for i, k in enumerate(lamaml.SWEEPABLE)}
   keys = jnp.stack([jax.random.PRNGKey(1)] * 2)
-  states = jax.vmap(lambda k, s: batched.init(k, b, **s))(keys, sweep)
-  states, _ = jax.vmap(batched.observe, in_axes=(0, None, None))(states, b, jnp.int32(0))
+  # Jitted: op-by-op dispatch of these observes compiles every primitive (slower).
+  states = jax.jit(jax.vmap(lambda k, s: batched.init(k, b, **s)))(keys, sweep)
+  states, _ = jax.jit(jax.vmap(batched.observe, in_axes=(0, None, None)))(
+      states, b, jnp.int32(0))
   for i, (a0, lr, wt) in enumerate(values):
     single = make(hparams("sync", alpha_init=a0, opt_lr=lr, opt_wt=wt))
-    s, _ = single.observe(single.init(jax.random.PRNGKey(1), b), b, jnp.int32(0))
+    s, _ = jax.jit(single.observe)(single.init(jax.random.PRNGKey(1), b), b,
+                                   jnp.int32(0))
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], states.params),
                                 s.params, atol=1e-6)
     chex.assert_trees_all_close(jax.tree_util.tree_map(lambda x: x[i], states.lrs),
@@ -238,8 +241,15 @@ def test_mlp_fast_path_is_used_and_matches_the_generic_path(method, monkeypatch)
   chex.assert_trees_all_close(states[0].lrs, states[1].lrs, rtol=1e-5, atol=1e-6)
 
 
+def unoptimised_jit(fn, *args):
+  """`fn` compiled for `args` without LLVM's optimisations: a third of the compile
+  time of these float64 programs; the arithmetic is the same up to rounding."""
+  return jax.jit(fn).lower(*args).compile(compiler_options={
+      "xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True})
+
+
 # Second order with remat, the most demanding path (suite time: the float64
-# compilations take most of a minute): the rematerialised unroll is the autodiff
+# compilations take half a minute unoptimised): the rematerialised unroll is the autodiff
 # path plus `jax.checkpoint`. test_lookahead holds first order's accumulation and
 # second order's reverse pass equal to the plain unroll.
 @pytest.mark.parametrize("first_order, remat", [(False, True)])
@@ -262,17 +272,20 @@ def test_autodiff_and_fast_hypergradients_give_the_same_observe_on_the_cifar_net
                    task=jnp.ones((10,), jnp.int32), weight=jnp.ones((10,)))
     states = {}
     for impl in ("fast", "autodiff"):
-      hp = hparams("lamaml", inner_steps=5, glances=1, first_order=first_order,
+      hp = hparams("lamaml", inner_steps=2, glances=1, first_order=first_order,
                    inner_grad_clamp=1.0, grad_clip_norm=1.0, replay_batch_size=4,
                    memory_size=10, alpha_init=0.15, hypergrad_impl=impl,
                    remat_inner_steps=remat and impl == "autodiff", scan_unroll=1)
       learner = lamaml.make(hp, context)
-      state = learner.init(jax.random.PRNGKey(0), stream)
+      state = unoptimised_jit(learner.init, jax.random.PRNGKey(0), stream)(
+          jax.random.PRNGKey(0), stream)
       # The step sizes are float64 values of the hyperparameters, not float32's.
       assert state.lrs["Conv_0"]["kernel"].dtype == jnp.float64
       assert float(state.lrs["Conv_0"]["kernel"][0, 0, 0, 0]) == 0.15
       assert state.lr_opt_state.hyperparams["learning_rate"].dtype == jnp.float64
-      observe = jax.jit(learner.observe)
+      observe = unoptimised_jit(learner.observe, state, stream, jnp.int32(0))
+      # Compiled once: the second call also checks that observe keeps the state's
+      # dtypes in x64 mode (a drifting counter would be refused here).
       state, _ = observe(state, stream, jnp.int32(0))  # fills the replay buffer
       state, _ = observe(state, stream._replace(y=stream.y[::-1]), jnp.int32(0))
       states[impl] = state
