@@ -81,26 +81,24 @@ def test_alignment_command_end_to_end(tmp_path):
 
 
 def test_a_sweep_equals_separate_runs_of_each_setting(tmp_path, monkeypatch):
-  """C-MAML's α sweep (2 values x 2 seeds in one program) against single-setting,
-  single-seed runs of its second value: the same RA, bit for bit. (Its β sweep
-  and the first value's single runs are left out: suite time.)"""
+  """C-MAML's α sweep (2 values in one program) against a single-setting run of
+  its second value: the same RA, bit for bit. (Its β sweep, the first value's
+  run and more seeds are left out: suite time; test_members holds grid members
+  equal to separate runs.)"""
   monkeypatch.setitem(lr_robustness.SWEEPS, "cmaml", ("alpha_init",))
-  data = lr_robustness.run(options(tmp_path / "sweep", num_seeds=2), methods=("cmaml",),
+  data = lr_robustness.run(options(tmp_path / "sweep"), methods=("cmaml",),
                            points=2, grid_points=2, low=0.01, high=0.1)
   sweep = data["sweeps"][0]
   assert (sweep["method"], sweep["name"], sweep["values"]) == ("cmaml", "alpha_init",
                                                                [0.01, 0.1])
   assert [s["name"] for s in data["sweeps"]] == ["alpha_init"]
-  for value, (mean, std) in list(zip(sweep["values"], sweep["ra"]))[1:]:  # suite time
-    ras = []
-    for seed in (0, 1):
-      config = common.config_for("cmaml", options(tmp_path, seed=seed))
-      config.learner.alpha_init = value
-      ras.append(train.run(config, str(tmp_path / f"single_{value}_{seed}"))["ra"])
-    assert [mean, std] == [float(np.mean(ras)), float(np.std(ras, ddof=1))]
+  config = common.config_for("cmaml", options(tmp_path))
+  config.learner.alpha_init = 0.1
+  assert sweep["ra"][1] == [train.run(config, str(tmp_path / "single"))["ra"], None]
+  assert sweep["ra"][0][0] != sweep["ra"][1][0]
   grid = data["grids"][0]
   assert (grid["rows"], grid["cols"]) == ("alpha_init", "opt_wt")
-  assert np.asarray(grid["ra"]).shape == (2, 2, 2)  # rows x cols x [mean, std]
+  assert np.asarray(grid["ra"], dtype=float).shape == (2, 2, 2)  # rows x cols x [mean, std]
   with open(tmp_path / "sweep" / "lr_robustness.json", "w") as f:
     json.dump(data, f)
   pngs = lr_robustness.plot(data, str(tmp_path / "sweep"))

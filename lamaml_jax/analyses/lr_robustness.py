@@ -53,7 +53,10 @@ def _ra_by_setting(results: dict, names: Sequence[str]) -> dict[tuple, list]:
   out = {}
   for group in results.get("by_setting", []):
     key = tuple(float(group["setting"][n]) for n in names)
-    out[key] = (group.get("mean_std") or {}).get("ra", [None, None])
+    # A single seed's std is NaN in a fresh run's results and null in the
+    # results.json a reused run is read from: None either way.
+    out[key] = [v if v is not None and np.isfinite(v) else None
+                for v in (group.get("mean_std") or {}).get("ra", [None, None])]
   if not out:  # one seed, one setting: the run's own RA
     member = common.members(results)[0]
     key = tuple(float(member[n]) for n in names)
