@@ -398,13 +398,14 @@ def time_members(case: str, counts: list[int], steps: int = 20):
     for k, v in overrides.items():
       config.learner[k] = v
     parts = train.build(config)
-    members, benches = parts.members, parts.benchmarks
-    state, keys = train.init_members(parts.learner, members,
-                                     train.example_batch(benches[0], config.batch_size))
+    place, benches = parts.placement, parts.benchmarks  # members over the devices
+    members = place.pad(parts.members)
+    state, keys = place.put(train.init_members(
+        parts.learner, members, train.example_batch(benches[0], config.batch_size)))
     data = [parts.schedule.data(benches[s["seed"]], 0) for s in members]
-    x, y, tasks = (jax.device_put(np.stack([d[i] for d in data])) for i in range(3))
-    task, start = jax.device_put(np.int32(0)), jax.device_put(np.int32(0))
-    length = jax.device_put(np.int32(steps))  # the run's program: any length
+    x, y, tasks = (place.put(np.stack([d[i] for d in data])) for i in range(3))
+    task, start = place.shared(np.int32(0)), place.shared(np.int32(0))
+    length = place.shared(np.int32(steps))  # the run's program: any length
     t0 = time.perf_counter()
     compiled = parts.train.lower(state, x, y, tasks, task, keys, start, length,
                                  num_steps=steps).compile()

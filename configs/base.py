@@ -96,6 +96,9 @@ def run_config(method: str, dataset: str, setting: str, source: str
   # Members run 'vmap'ped (fast on GPU/TPU) or 'map'ped one after another (bitwise
   # equal to single runs); 'auto': map on CPU, vmap elsewhere.
   c.member_batching = "auto"
+  # Devices the members are sharded over (0: every visible device, at most one
+  # per member; lamaml_jax/members.py's Placement): M is padded to a multiple.
+  c.member_devices = 0
   c.num_tasks = config_dict.placeholder(int)         # None: the benchmark's
   c.samples_per_task = config_dict.placeholder(int)  # None: the benchmark's
   # 'tasks': one task after another; 'iid': all tasks shuffled together

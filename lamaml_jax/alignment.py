@@ -22,7 +22,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from lamaml_jax import task_program
+from lamaml_jax import members, task_program
 from lamaml_jax.data.benchmark import Preprocess
 from lamaml_jax.learners.base import Learner, State
 from lamaml_jax.types import Batch
@@ -70,7 +70,7 @@ def task_gradients(loss: Callable, params, x: jax.Array, y: jax.Array,
 
 
 def make_program(learner: Learner, preprocess: Preprocess,
-                 batching: str = "vmap") -> Callable:
+                 batching: "str | members.Placement" = "vmap") -> Callable:
   """Returns `probe(state [M], x [S, K, n, ...], y [S, K, n], member_data [M],
   num_old []) -> {name: [M]}`, compiled.
 

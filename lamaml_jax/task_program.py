@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import jax
 import jax.numpy as jnp
 
+from lamaml_jax import members
 from lamaml_jax.data.benchmark import Augment, Preprocess
 from lamaml_jax.learners.base import Learner, State
 from lamaml_jax.types import Batch, PRNGKey
@@ -127,32 +128,15 @@ def stream_batch(spec: StreamSpec, x: jax.Array, y: jax.Array,
   return batch, epoch
 
 
-def over_members(fn: Callable, batching: str) -> Callable:
-  """Maps `fn` over the leading member axis of all its arguments.
-
-  'vmap' vectorises the members (what pays on GPU/TPU); 'map' runs them one after
-  another inside the program (`lax.map`), so each member computes bit for bit what
-  a single-member run computes: XLA:CPU's batched matmuls round differently from
-  unbatched ones, and training amplifies those last bits.
-  """
-  if batching not in ("vmap", "map"):
-    raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
-
-  def mapped(*args):
-    if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
-      # One member: run it unwrapped (a size-1 map or vmap slows XLA:CPU down;
-      # BUILD.md).
-      out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
-      return jax.tree_util.tree_map(lambda a: a[None], out)
-    if batching == "vmap":
-      return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args)
-
-  return mapped
+def over_members(fn: Callable, batching: "str | members.Placement") -> Callable:
+  """Maps `fn` over the leading member axis of all its arguments: as `batching`
+  ('vmap' or 'map' on one device; `members.map_local`) says, or over the devices
+  of a `members.Placement`."""
+  return members.placement(batching).map(fn)
 
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
-                       augment: Optional[Augment], batching: str = "vmap",
+                       augment: Optional[Augment], batching: "str | members.Placement" = "vmap",
                        compiler_options: Optional[dict] = None,
                        dynamic_length: bool = False) -> Callable:
   """Returns `train(state, x, y, sample_task, stream, data_root, start, [length,]
@@ -250,7 +234,7 @@ class CompiledAhead:
 
 
 def make_end_task_program(learner: Learner, preprocess: Preprocess,
-                          batching: str = "vmap") -> Optional[Callable]:
+                          batching: "str | members.Placement" = "vmap") -> Optional[Callable]:
   """Returns `end_task(state, x [M, N, ...], y [M, N], task) -> state`, or None
   when the learner has no `end_task`. Inputs are raw; the learner sees them
   preprocessed (see `learners.base`)."""
@@ -270,7 +254,7 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def make_eval_program(learner: Learner, preprocess: Preprocess,
-                      eval_batch_size: int, batching: str = "vmap",
+                      eval_batch_size: int, batching: "str | members.Placement" = "vmap",
                       class_incremental: bool = False,
                       drop_last: bool = False) -> Callable:
   """Returns `evaluate(state [M], test_x [S, T, n, ...], test_y [S, T, n],

@@ -127,7 +127,8 @@ class WorkdirConflictError(ValueError):
 # Fields that change how a run is executed, not what it computes: a run may resume
 # with other values.
 EXECUTION_FIELDS = ("steps_per_program", "max_program_seconds", "checkpoint_every_minutes",
-                    "keep_checkpoints", "eval_batch_size", "member_batching")
+                    "keep_checkpoints", "eval_batch_size", "member_batching",
+                    "member_devices")
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -260,6 +261,8 @@ class Parts:
     end_task: compiled end-of-task program, or None.
     alignment: compiled gradient-alignment probe (`alignment.make_program`), or
       None unless config.probes names it.
+    placement: where the members run (`members.Placement`); the programs take
+      `placement.padded` members.
   """
   members: list
   benchmarks: dict
@@ -272,6 +275,7 @@ class Parts:
   evaluate: Callable
   end_task: Optional[Callable]
   alignment: Optional[Callable] = None
+  placement: members_lib.Placement = members_lib.Placement(1)
 
 
 def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
@@ -304,8 +308,8 @@ def make_schedule(config: ml_collections.ConfigDict, benchmark: Benchmark):
 def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> Parts:
   """Members, their benchmarks (by seed), learner, schedule and compiled programs.
 
-  The programs map over the member axis (`task_program.over_members`: vmap, or
-  lax.map on CPU).
+  The programs map over the member axis (`members.Placement.map`: vmap, or
+  lax.map on CPU, and over the devices of config.member_devices).
   """
   method = learners.method(config.method)
   hparams = learners.make_hparams(config.method, config.learner.to_dict())
@@ -321,9 +325,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   schedule = make_schedule(config, benchmark)
   context = build_context(config, benchmark, schedule)
   learner = method.make(hparams, context)
-  batching = config.member_batching
-  if batching == "auto":
-    batching = "map" if jax.default_backend() == "cpu" else "vmap"
+  batching = members_lib.Placement.create(len(members), config.member_batching,
+                                          config.get("member_devices", 0))
   train = task_program.make_train_program(learner, schedule.spec, benchmark.preprocess,
                                           context.augment, batching,
                                           _train_compiler_options(),
@@ -337,7 +340,7 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   if "alignment" in parse_probes(config, schedule, benchmark):
     probe = alignment.make_program(learner, benchmark.preprocess, batching)
   return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
-               evaluate, end_task, probe)
+               evaluate, end_task, probe, batching)
 
 
 PROBES = ("alignment",)
@@ -555,6 +558,7 @@ def _results(config, parts: Parts, progress: Progress, state, wall: float) -> di
   results = {"method": config.method, "dataset": config.dataset,
              "setting": config.setting, "stream": schedule.kind, **per_member[0],
              "wall_time_s": wall, "num_members": len(members),
+             "devices": parts.placement.num_devices,
              "stream_steps": schedule.offset(progress.task) + progress.step,
              "memory_samples": int(parts.method.memory_samples(parts.hparams,
                                                                parts.context)),
@@ -633,7 +637,12 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                 start_time: float, stop: _StopRequests) -> dict:
   """`run` once its workdir is prepared and locked."""
   members, schedule, learner = parts.members, parts.schedule, parts.learner
-  member_benchmarks = [parts.benchmarks[m["seed"]] for m in members]
+  # The programs run `place.padded` members (copies of the last one pad M to a
+  # multiple of the devices); what reaches the host is `place.unpad`ded, and
+  # checkpoints hold the M real members, so a run resumes on any device count.
+  place = parts.placement
+  padded = place.pad(members)
+  member_benchmarks = [parts.benchmarks[m["seed"]] for m in padded]
   benchmark = member_benchmarks[0]
   num_members, num_segments = len(members), schedule.num_segments
   with_val = all(b.val_x is not None for b in member_benchmarks)
@@ -654,18 +663,18 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   # The task program is lowered here and compiles in the background while the
   # model is initialised and evaluated (BUILD.md has the measured gain).
   example = example_batch(benchmark, config.batch_size)
-  state_shape, root_shape = member_shapes(learner, members, example)
-  scalar = jax.ShapeDtypeStruct((), jnp.int32)
+  state_shape, root_shape = place.abstract(member_shapes(learner, padded, example))
+  scalar = place.abstract(jax.ShapeDtypeStruct((), jnp.int32), shared=True)
   programs = task_program.CompiledAhead(parts.train)
-  programs.compile_ahead(state_shape, *segment_data(0), scalar, root_shape, scalar,
-                         scalar, num_steps=lengths.capacity(schedule.steps(0)))
-  state, data_roots = init_members(learner, members, example)
+  programs.compile_ahead(state_shape, *place.abstract(segment_data(0)), scalar,
+                         root_shape, scalar, scalar,
+                         num_steps=lengths.capacity(schedule.steps(0)))
+  state, data_roots = place.put(init_members(learner, padded, example))
   # Evaluation and probe data: one copy per seed, read by every member of that
   # seed (a grid's settings) through member_data.
-  per_seed = lambda f: jax.device_put(members_lib.stack([f(parts.benchmarks[s])
-                                                         for s in seeds]))
-  member_data = jax.device_put(np.asarray([seeds.index(m["seed"]) for m in members],
-                                          np.int32))
+  per_seed = lambda f: place.shared(members_lib.stack([f(parts.benchmarks[s])
+                                                      for s in seeds]))
+  member_data = place.put(np.asarray([seeds.index(m["seed"]) for m in padded], np.int32))
   eval_sets = [(per_seed(lambda b: b.test_x), per_seed(lambda b: b.test_y))]
   if with_val:
     eval_sets.append((per_seed(lambda b: b.val_x), per_seed(lambda b: b.val_y)))
@@ -676,14 +685,15 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   def accuracy(state, seen: int) -> list[np.ndarray]:
     """[M, T] test accuracies (and validation accuracies, if any) after `seen`
     segments; the IID stream has seen every task's classes from the start."""
-    seen = jax.device_put(np.int32(num_segments if schedule.kind == "iid" else seen))
-    return [np.asarray(jax.device_get(parts.evaluate(state, x, y, member_data, seen)))
-            / y.shape[2] for x, y in eval_sets]
+    seen = place.shared(np.int32(num_segments if schedule.kind == "iid" else seen))
+    return [place.unpad(np.asarray(jax.device_get(
+        parts.evaluate(state, x, y, member_data, seen)))) / y.shape[2]
+            for x, y in eval_sets]
 
   def probe_alignment(state, t: int) -> None:
     """Fills progress.alignment[:, t] and logs it, as task t arrives."""
-    out = jax.device_get(parts.alignment(state, *probe_data, member_data,
-                                         jax.device_put(np.int32(t))))
+    out = place.unpad(jax.device_get(parts.alignment(state, *probe_data, member_data,
+                                                     place.shared(np.int32(t)))))
     values = np.stack([np.asarray(out[k], np.float64) for k in alignment.NAMES], -1)
     values[progress.diverged >= 0] = np.nan
     progress.alignment[:, t] = values
@@ -700,11 +710,12 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
   if ckpt.latest_step() is not None:
-    template = {"state": state,
+    template = {"state": place.unpad(state),
                 "progress": Progress.start(num_members, num_segments, with_val,
                                            with_alignment).to_tree()}
     latest, restored = ckpt.restore(template)  # the newest that verifies
-    state, progress = restored["state"], Progress.from_tree(restored["progress"])
+    state = place.put(place.pad_tree(restored["state"]))
+    progress = Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
                  latest, progress.task, progress.step)
   else:
@@ -722,10 +733,10 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
 
   def save():
     tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
-    ckpt.save(global_step(), {"state": state, "progress": tree})
+    ckpt.save(global_step(), {"state": place.unpad(state), "progress": tree})
 
   def results():
-    return _results(config, parts, progress, state, wall())
+    return _results(config, parts, progress, place.unpad(state), wall())
 
   def interrupted(t: int):
     """Stops after a checkpoint of task t (0-based), step progress.step."""
@@ -756,19 +767,19 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     first_task = progress.task
     for t in range(progress.task, num_segments):
       if loaded[0] != schedule.data_index(t):  # IID: every segment reads all data
-        loaded = (schedule.data_index(t), jax.device_put(segment_data(t)))
+        loaded = (schedule.data_index(t), place.put(segment_data(t)))
       x, y, sample_task = loaded[1]
-      stream_id = jax.device_put(np.int32(schedule.stream_id(t)))
+      stream_id = place.shared(np.int32(schedule.stream_id(t)))
       steps = schedule.steps(t)
       while progress.step < steps:
         n = lengths.next(progress.step, steps)
         start = schedule.first_step(t) + progress.step
         args = (state, x, y, sample_task, stream_id, data_roots,
-                jax.device_put(np.int32(start)), jax.device_put(np.int32(n)))
+                place.shared(np.int32(start)), place.shared(np.int32(n)))
         program = programs.executable(*args, num_steps=lengths.capacity(steps))
         began = time.perf_counter()
         state, m = program(*args)
-        m = {k: v[:, :n] for k, v in jax.device_get(m).items()}
+        m = {k: v[:, :n] for k, v in place.unpad(jax.device_get(m)).items()}
         lengths.measured(n, time.perf_counter() - began)
         newly = (~m[FINITE].all(axis=1)) & (progress.diverged < 0)
         for i in np.flatnonzero(newly):
@@ -798,7 +809,7 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
         if stop.signum is not None and progress.step < steps:
           interrupted(t)
       if parts.end_task is not None:
-        state = parts.end_task(state, x, y, jax.device_put(np.int32(t)))
+        state = parts.end_task(state, x, y, place.shared(np.int32(t)))
       rows = accuracy(state, t + 1)
       for r in rows:
         r[progress.diverged >= 0] = np.nan

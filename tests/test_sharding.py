@@ -1,0 +1,104 @@
+"""Members sharded over devices (`members.Placement`).
+
+The tests that need two devices run in a child pytest on two XLA:CPU host
+devices (`--xla_force_host_platform_device_count`, which must be set before JAX
+starts); in the suite's own process, which has one CPU device, only the test
+that launches them runs.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+import configs
+from lamaml_jax import members
+from lamaml_jax import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+two_devices = pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+
+
+def test_the_two_device_tests_pass_on_two_host_devices(tmp_path):
+  if jax.device_count() >= 2:
+    pytest.skip("already on several devices")
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+         "JAX_PLATFORMS": "cpu"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+       "no:xdist", __file__],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
+  # Every two-device test ran (none skipped) and this one skipped itself.
+  assert "1 skipped" in proc.stdout and "passed" in proc.stdout, proc.stdout[-2000:]
+
+
+@two_devices
+def test_placement_pads_members_to_a_multiple_of_the_devices():
+  place = members.Placement.create(3, "map")
+  assert place.num_devices == 2 and place.padded == 4
+  assert place.pad(["a", "b", "c"]) == ["a", "b", "c", "c"]
+  tree = {"w": np.arange(6.).reshape(3, 2)}
+  padded = place.pad_tree(tree)
+  np.testing.assert_array_equal(padded["w"], [[0, 1], [2, 3], [4, 5], [4, 5]])
+  np.testing.assert_array_equal(place.unpad(padded)["w"], tree["w"])
+  # Never more devices than members; one device means no mesh at all.
+  assert members.Placement.create(1, "map").mesh is None
+  assert members.Placement.create(5, "map", num_devices=1).padded == 5
+  with pytest.raises(ValueError, match="member_devices=3 but 2 device"):
+    members.Placement.create(4, "map", num_devices=3)
+
+
+@two_devices
+@pytest.mark.parametrize("batching", ["map", "vmap"])
+def test_map_runs_each_block_of_members_on_its_own_device(batching):
+  place = members.Placement.create(4, batching)
+  x = place.put(np.arange(8., dtype=np.float32).reshape(4, 2))
+  scale = place.shared(np.float32(3.0))
+  out = jax.jit(lambda x, s: place.map(lambda row: row * s + row.sum())(x))(x, scale)
+  np.testing.assert_array_equal(out, np.arange(8.).reshape(4, 2) * 3
+                                + np.array([[1], [5], [9], [13]]))
+  assert {s.device for s in out.addressable_shards} == set(jax.devices()[:2])
+  assert [s.data.shape for s in out.addressable_shards] == [(2, 2), (2, 2)]
+
+
+def _config(member_devices, **kw):
+  # iCaRL covers the end-of-task program, the probe the alignment program.
+  config = configs.get_config("icarl", "mnist5k_split")
+  config.num_tasks, config.samples_per_task, config.num_seeds = 3, 40, 3
+  config.probes, config.probe_samples = "alignment", 8
+  config.member_devices, config.checkpoint_every_minutes = member_devices, 0.0
+  for k, v in kw.items():
+    setattr(config, k, v)
+  return config
+
+
+def _outputs(results):
+  return [(m["accuracy_matrix"], m["alignment"], m["ra"]) for m in results["members"]]
+
+
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory):
+  return train.run(_config(1), str(tmp_path_factory.mktemp("one")))
+
+
+@two_devices
+def test_sharded_members_compute_what_one_device_computes(one_device_run, tmp_path):
+  sharded = train.run(_config(2), str(tmp_path))  # 3 members padded to 4
+  assert sharded["num_members"] == 3 and sharded["devices"] == 2
+  assert _outputs(sharded) == _outputs(one_device_run)
+  log = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert all(len(r["eval_accuracy_per_member"]) == 3 for r in log if "eval_accuracy" in r)
+
+
+@two_devices
+def test_a_sharded_run_resumes_on_another_device_count(one_device_run, tmp_path,
+                                                       run_stopped_after_checkpoints):
+  # Stopped after its first task on two devices, finished on one: checkpoints
+  # hold the three real members, not the padding.
+  run_stopped_after_checkpoints(_config(2), str(tmp_path), stops=[4])
+  resumed = train.run(_config(1), str(tmp_path))
+  assert _outputs(resumed) == _outputs(one_device_run)
