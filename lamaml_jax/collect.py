@@ -39,5 +39,10 @@ def main(argv):
     print(results_table.markdown(rows, BY.value))
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
+  """The `lamaml-jax-collect` entry point."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run_cli()

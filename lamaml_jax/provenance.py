@@ -26,6 +26,8 @@ def git_commit() -> Optional[str]:
   """The commit of the checkout this package runs from, with '+dirty' when it has
   uncommitted changes to tracked files; None outside a git checkout."""
   root = os.path.dirname(os.path.dirname(os.path.abspath(lamaml_jax.__file__)))
+  if not os.path.exists(os.path.join(root, "pyproject.toml")):
+    return None  # installed (site-packages): not our checkout, whatever holds it
   try:
     run = lambda *args: subprocess.run(
         ["git", "-C", root, *args], capture_output=True, text=True, timeout=10,

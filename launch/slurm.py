@@ -1,88 +1,188 @@
-r"""Writes SLURM batch scripts for a grid of paper cells and seeds.
+r"""SLURM jobs: a sweep as a job array (one array task per cell), or one run
+with its members sharded over a node's GPUs.
 
-  python -m launch.slurm --methods=lamaml,cmaml --datasets=cifar100 \
-      --settings=single_pass,multi_pass --seeds=0-4 --out=jobs --partition=gpu
-  bash jobs/submit_all.sh
+  python -m launch.slurm --sweep=configs/sweeps/paper_images.py --runs=runs/images \
+      [--sweep.seeds=0-2] --partition=gpu --gpus=1 --hours=24 [--dry_run]
+  python -m launch.slurm --runs=runs --gpus=4 --job_name=lamaml_c100 [--dry_run] -- \
+      --method=lamaml --dataset=cifar100 --config.num_seeds=8
 
-One script per (method, dataset, setting, seed); each runs
-`python -m lamaml_jax.main` with its own --workdir under --runs, so a requeued or
-preempted job resumes from its newest checkpoint (the scripts ask for --requeue).
-Extra `--config.KEY=VALUE` overrides can follow `--` on the command line.
+The script is written to --out and submitted with sbatch; --dry_run prints the
+script and the sbatch command instead and submits nothing. Each job asks SLURM
+for SIGTERM --grace_seconds before its time limit (`--signal`): the run stops
+after its running program with a checkpoint and exits 143, and the job requeues
+itself (`scontrol requeue`), so a timed-out or preempted job resumes where it
+stopped. Array task i runs `python -m lamaml_jax.sweep --cell=i`; gather the
+cells with `python -m lamaml_jax.collect RUNS --out=RUNS`.
 """
 from __future__ import annotations
 
-import itertools
 import os
 import shlex
-import stat
+import shutil
+import subprocess
+import sys
+from typing import Optional, Sequence
 
 from absl import app
 from absl import flags
 
-import configs
-from lamaml_jax import members
-
-METHODS = flags.DEFINE_list("methods", ["lamaml"], "Methods.")
-DATASETS = flags.DEFINE_list("datasets", ["cifar100"], "Datasets.")
-SETTINGS = flags.DEFINE_list("settings", ["multi_pass"], "Settings.")
-SEEDS = flags.DEFINE_string("seeds", "0-4", "Seeds: '0-4' or '0,3,7'.")
-OUT = flags.DEFINE_string("out", "jobs", "Directory for the scripts.")
-RUNS = flags.DEFINE_string("runs", "runs", "Directory of the runs' workdirs.")
-DATA_DIR = flags.DEFINE_string("data_dir", None, "TFDS data directory.")
-PARTITION = flags.DEFINE_string("partition", None, "SLURM partition.")
-GPUS = flags.DEFINE_integer("gpus", 1, "GPUs per job (0: CPU only).")
-CPUS = flags.DEFINE_integer("cpus", 4, "CPUs per job.")
-HOURS = flags.DEFINE_integer("hours", 12, "Time limit in hours.")
-SETUP = flags.DEFINE_string("setup", "", "Shell lines run before the job (module load...).")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+INTERRUPTED = 143  # lamaml_jax.main's exit status after SIGTERM (a checkpoint written)
 
 
-def job_script(method, dataset, setting, seed, extra, *, runs, data_dir, partition,
-               gpus, cpus, hours, setup, repo) -> tuple[str, str]:
-  """(job name, script text) of one run."""
-  configs.get_config(method, f"{dataset},{setting}")  # fails early on a cell that does not exist
-  name = f"{method}_{dataset}_{setting}_seed{seed}"
-  args = ["python", "-m", "lamaml_jax.main",
-          f"--method={method}", f"--dataset={dataset}", f"--setting={setting}",
-          f"--seed={seed}", f"--workdir={os.path.join(runs, name)}"]
-  if data_dir:
-    args.append(f"--data_dir={data_dir}")
-  args += list(extra)
-  lines = ["#!/bin/bash", f"#SBATCH --job-name={name}",
-           f"#SBATCH --output={os.path.join(runs, name)}.%j.log",
-           f"#SBATCH --cpus-per-task={cpus}", f"#SBATCH --time={hours}:00:00",
-           "#SBATCH --requeue"]
+def _header(name: str, log: str, *, gpus: int, cpus: int, hours: float,
+            partition: Optional[str], grace_seconds: int) -> list[str]:
+  minutes = max(int(round(hours * 60)), 1)
+  lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --output={log}",
+           "#SBATCH --open-mode=append",  # a requeued job appends to its log
+           "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+           f"#SBATCH --cpus-per-task={cpus}",
+           f"#SBATCH --time={minutes // 60}:{minutes % 60:02d}:00",
+           f"#SBATCH --signal=TERM@{grace_seconds}", "#SBATCH --requeue"]
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
   if gpus:
-    lines.append(f"#SBATCH --gres=gpu:{gpus}")
-  lines += ["set -euo pipefail", f"cd {shlex.quote(repo)}"]
+    lines.append(f"#SBATCH --gpus-per-node={gpus}")
+  return lines
+
+
+def _body(command: str, setup: str) -> list[str]:
+  lines = ["set -uo pipefail", f"cd {shlex.quote(REPO)} || exit 1"]
   if setup:
     lines.append(setup)
-  lines.append(" ".join(shlex.quote(a) for a in args))
-  return name, "\n".join(lines) + "\n"
+  return lines + [
+      "rc=0",
+      f"srun {command} || rc=$?",
+      f"# {INTERRUPTED}: stopped by the warning signal with a checkpoint; run again.",
+      f'if [ "$rc" -eq {INTERRUPTED} ]; then',
+      '  scontrol requeue "$SLURM_JOB_ID"',
+      "  exit 0",
+      "fi",
+      'exit "$rc"']
 
 
-def main(argv):
-  extra = [a for a in argv[1:] if a.startswith("--config.")]
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  os.makedirs(OUT.value, exist_ok=True)
-  names = []
-  for method, dataset, setting, seed in itertools.product(
-      METHODS.value, DATASETS.value, SETTINGS.value, members.parse_seeds(SEEDS.value)):
-    name, text = job_script(method, dataset, setting, seed, extra, runs=RUNS.value,
-                            data_dir=DATA_DIR.value, partition=PARTITION.value,
-                            gpus=GPUS.value, cpus=CPUS.value, hours=HOURS.value,
-                            setup=SETUP.value, repo=repo)
-    path = os.path.join(OUT.value, name + ".sbatch")
-    with open(path, "w") as f:
-      f.write(text)
-    names.append(path)
-  submit = os.path.join(OUT.value, "submit_all.sh")
-  with open(submit, "w") as f:
-    f.write("#!/bin/bash\nset -e\n" + "".join(f"sbatch {shlex.quote(p)}\n" for p in names))
-  os.chmod(submit, os.stat(submit).st_mode | stat.S_IXUSR)
-  print(f"wrote {len(names)} job scripts and {submit}")
+def _quote(args: Sequence[str]) -> str:
+  return " ".join(shlex.quote(a) for a in args)
+
+
+def array_script(sweep_file: str, sweep_args: Sequence[str], num_cells: int, runs: str,
+                 *, name: str, data_dir: Optional[str] = None, gpus: int = 1,
+                 cpus: int = 4, hours: float = 12, partition: Optional[str] = None,
+                 grace_seconds: int = 300, max_parallel: int = 0,
+                 setup: str = "") -> str:
+  """The job array of a sweep: array task i trains cell i into `runs`.
+
+  `sweep_args` are the --sweep.FIELD=VALUE overrides, passed on unchanged so that
+  every task sees the cells the launcher counted.
+  """
+  if num_cells < 1:
+    raise ValueError("The sweep has no cell to run.")
+  lines = _header(name, os.path.join(runs, "slurm-%A_%a.log"), gpus=gpus, cpus=cpus,
+                  hours=hours, partition=partition, grace_seconds=grace_seconds)
+  limit = f"%{max_parallel}" if max_parallel else ""
+  lines.insert(2, f"#SBATCH --array=0-{num_cells - 1}{limit}")
+  args = ["python", "-m", "lamaml_jax.sweep", f"--sweep={os.path.abspath(sweep_file)}",
+          *sweep_args, f"--workdir={runs}"]
+  if data_dir:
+    args.append(f"--data_dir={data_dir}")
+  command = _quote(args) + ' --cell="$SLURM_ARRAY_TASK_ID"'
+  return "\n".join(lines + _body(command, setup)) + "\n"
+
+
+def run_script(run_args: Sequence[str], runs: str, *, name: str,
+               data_dir: Optional[str] = None, gpus: int = 1, cpus: int = 4,
+               hours: float = 12, partition: Optional[str] = None,
+               grace_seconds: int = 300, setup: str = "") -> str:
+  """One `lamaml_jax.main` run on one node; its members are sharded over the
+  node's `gpus` GPUs (config.member_devices: all visible devices)."""
+  if any(a.startswith("--workdir") for a in run_args):
+    raise ValueError("Give the run's directory with --runs and --job_name, not --workdir.")
+  args = ["python", "-m", "lamaml_jax.main", *run_args,
+          f"--workdir={os.path.join(runs, name)}"]
+  if data_dir:
+    args.append(f"--data_dir={data_dir}")
+  lines = _header(name, os.path.join(runs, f"{name}.%j.log"), gpus=gpus, cpus=cpus,
+                  hours=hours, partition=partition, grace_seconds=grace_seconds)
+  return "\n".join(lines + _body(_quote(args), setup)) + "\n"
+
+
+def submit(script: str, path: str, dry_run: bool) -> None:
+  """Writes `script` to `path` and submits it, or (dry run) prints both."""
+  command = ["sbatch", path]
+  if dry_run:
+    print(f"# {path} (not written: --dry_run)\n{script}\n# would run: {_quote(command)}")
+    return
+  sbatch = shutil.which("sbatch")
+  if sbatch is None:
+    raise ValueError("sbatch is not on PATH: run this on a SLURM login node, or pass "
+                     "--dry_run to see the job.")
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  with open(path, "w") as f:
+    f.write(script)
+  subprocess.run([sbatch, path], check=True)
+
+
+def _main():
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  sweep = config_flags.DEFINE_config_file(
+      "sweep", None, "Sweep description (configs/sweeps/*.py): one array task per "
+      "cell. Without it, the arguments after -- are one lamaml_jax.main run.")
+  f = dict(
+      runs=flags.DEFINE_string("runs", "runs", "Directory of the runs' workdirs."),
+      out=flags.DEFINE_string("out", "jobs", "Directory the job script goes to."),
+      job_name=flags.DEFINE_string("job_name", None, "Job name (default: the sweep "
+                                   "file's name; required for a single run)."),
+      data_dir=flags.DEFINE_string("data_dir", None, "TFDS data directory."),
+      partition=flags.DEFINE_string("partition", None, "SLURM partition."),
+      gpus=flags.DEFINE_integer("gpus", 1, "GPUs per job (0: CPU only)."),
+      nodes=flags.DEFINE_integer("nodes", 1, "Nodes per job."),
+      cpus=flags.DEFINE_integer("cpus", 4, "CPUs per job."),
+      hours=flags.DEFINE_float("hours", 12, "Time limit in hours."),
+      grace=flags.DEFINE_integer("grace_seconds", 300, "SIGTERM this long before the "
+                                 "time limit, to checkpoint and requeue."),
+      max_parallel=flags.DEFINE_integer("max_parallel", 0, "Array tasks running at "
+                                        "once (0: no limit)."),
+      setup=flags.DEFINE_string("setup", "", "Shell lines run before the job "
+                                "(module load ..., source venv/bin/activate)."),
+      dry_run=flags.DEFINE_bool("dry_run", False, "Print the job; submit nothing."))
+
+  def main(argv):
+    sys.path.insert(0, REPO)
+    from lamaml_jax import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
+    v = {k: h.value for k, h in f.items()}
+    v["runs"] = os.path.abspath(v["runs"])  # the job runs from the checkout
+    if v["nodes"] != 1:
+      raise app.UsageError(
+          "--nodes must be 1: a job is one process on one node, its members sharded "
+          "over that node's GPUs; spread a sweep over nodes as a job array (--sweep).")
+    common = dict(data_dir=v["data_dir"], gpus=v["gpus"], cpus=v["cpus"],
+                  hours=v["hours"], partition=v["partition"],
+                  grace_seconds=v["grace"], setup=v["setup"])
+    try:
+      if sweep.value is not None:
+        if len(argv) > 1:
+          raise app.UsageError(f"Unexpected arguments with --sweep: {argv[1:]}")
+        cells, skipped = sweep_lib.cells(sweep.value)
+        for line in skipped:
+          print(f"# skipped {line}", file=sys.stderr)
+        sweep_file = config_flags.get_config_filename(flags.FLAGS["sweep"])
+        name = v["job_name"] or os.path.splitext(os.path.basename(sweep_file))[0]
+        overrides = [a for a in sys.argv[1:] if a.startswith("--sweep.")]
+        script = array_script(sweep_file, overrides, len(cells), v["runs"], name=name,
+                              max_parallel=v["max_parallel"], **common)
+      else:
+        if len(argv) < 2 or not v["job_name"]:
+          raise app.UsageError("Give --sweep=FILE, or --job_name and a run's "
+                               "arguments after --, e.g. -- --method=lamaml "
+                               "--dataset=cifar100.")
+        name = v["job_name"]
+        script = run_script(argv[1:], v["runs"], name=name, **common)
+      submit(script, os.path.join(v["out"], f"{name}.sbatch"), v["dry_run"])
+    except ValueError as e:
+      sys.exit(f"error: {e}")
+
+  app.run(main)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  _main()
