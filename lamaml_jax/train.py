@@ -325,22 +325,22 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   schedule = make_schedule(config, benchmark)
   context = build_context(config, benchmark, schedule)
   learner = method.make(hparams, context)
-  batching = members_lib.Placement.create(len(members), config.member_batching,
-                                          config.get("member_devices", 0))
+  placement = members_lib.Placement.create(len(members), config.member_batching,
+                                           config.get("member_devices", 0))
   train = task_program.make_train_program(learner, schedule.spec, benchmark.preprocess,
-                                          context.augment, batching,
+                                          context.augment, placement,
                                           _train_compiler_options(),
                                           dynamic_length=True)
   evaluate = task_program.make_eval_program(learner, benchmark.preprocess,
-                                            config.eval_batch_size, batching,
+                                            config.eval_batch_size, placement,
                                             context.class_incremental,
                                             config.get("eval_drop_last", False))
-  end_task = task_program.make_end_task_program(learner, benchmark.preprocess, batching)
+  end_task = task_program.make_end_task_program(learner, benchmark.preprocess, placement)
   probe = None
   if "alignment" in parse_probes(config, schedule, benchmark):
-    probe = alignment.make_program(learner, benchmark.preprocess, batching)
+    probe = alignment.make_program(learner, benchmark.preprocess, placement)
   return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
-               evaluate, end_task, probe, batching)
+               evaluate, end_task, probe, placement)
 
 
 PROBES = ("alignment",)
