@@ -44,11 +44,15 @@ COMMAND_LINE = ("lamaml", "gem", "icarl")
 @pytest.mark.parametrize("method,dataset", RUNS)
 def test_method_runs_end_to_end(method, dataset, tmp_path):
   workdir = tmp_path / "run"
-  overrides = {"num_tasks": 3, "samples_per_task": 100,
+  overrides = {"num_tasks": 3, "samples_per_task": 40,
                # Meta-BGD's programs smaller (compile time; test_meta_bgd checks
                # the cell's).
                **{f"learner.{k}": v for k, v in SMALL.get(method, {}).items()
-                  if method in BOTH}}
+                  if method in BOTH},
+               # The La-MAML family's unrolled inner loop at k = 2 single-sample
+               # slices instead of 10 (compile time; the same paths run).
+               **({"batch_size": 2, "learner.inner_steps": 2}
+                  if method in ("lamaml", "sync", "cmaml", "laer") else {})}
   if method in COMMAND_LINE:
     r = subprocess.run(
         [sys.executable, "-m", "lamaml_jax.main", f"--method={method}",

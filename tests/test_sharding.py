@@ -80,25 +80,17 @@ def _outputs(results):
   return [(m["accuracy_matrix"], m["alignment"], m["ra"]) for m in results["members"]]
 
 
-@pytest.fixture(scope="module")
-def one_device_run(tmp_path_factory):
-  return train.run(_config(1), str(tmp_path_factory.mktemp("one")))
-
-
 @two_devices
-def test_sharded_members_compute_what_one_device_computes(one_device_run, tmp_path):
-  sharded = train.run(_config(2), str(tmp_path))  # 3 members padded to 4
-  assert sharded["num_members"] == 3 and sharded["devices"] == 2
-  assert _outputs(sharded) == _outputs(one_device_run)
-  log = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
-  assert all(len(r["eval_accuracy_per_member"]) == 3 for r in log if "eval_accuracy" in r)
-
-
-@two_devices
-def test_a_sharded_run_resumes_on_another_device_count(one_device_run, tmp_path,
-                                                       run_stopped_after_checkpoints):
-  # Stopped after its first task on two devices, finished on one: checkpoints
-  # hold the three real members, not the padding.
-  run_stopped_after_checkpoints(_config(2), str(tmp_path), stops=[4])
-  resumed = train.run(_config(1), str(tmp_path))
-  assert _outputs(resumed) == _outputs(one_device_run)
+def test_sharded_members_compute_what_one_device_computes_and_resume_on_one(
+    tmp_path, run_stopped_after_checkpoints):
+  # 3 members padded to 4 on two devices, stopped after task 2 (its evaluation,
+  # end_task and the probe of task 3 ran sharded), finished on one device:
+  # checkpoints hold the three real members, not the padding. The result equals
+  # a run on one device throughout.
+  one_device = train.run(_config(1), str(tmp_path / "one"))
+  run_stopped_after_checkpoints(_config(2), str(tmp_path / "two"), stops=[8])
+  log = [json.loads(l) for l in open(tmp_path / "two" / "metrics.jsonl")]
+  assert [len(r["eval_accuracy_per_member"]) for r in log if "eval_accuracy" in r] == [3, 3]
+  resumed = train.run(_config(1), str(tmp_path / "two"))
+  assert resumed["devices"] == 1 and resumed["num_members"] == 3
+  assert _outputs(resumed) == _outputs(one_device)
