@@ -223,10 +223,7 @@ class Placement:
         lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding), tree)
 
 
-def placement(batching: "str | Placement", num_members: int = 1) -> Placement:
-  """`batching` as a `Placement` (a string: one device, that batching)."""
-  if isinstance(batching, Placement):
-    return batching
-  if batching not in BATCHINGS:
-    raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
-  return Placement(num_members, batching)
+def placement(batching: "str | Placement") -> Placement:
+  """`batching` as a `Placement` (a string: one device, that batching; `map`
+  checks it, through `map_local`)."""
+  return batching if isinstance(batching, Placement) else Placement(1, batching)

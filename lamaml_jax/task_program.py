@@ -128,7 +128,10 @@ def stream_batch(spec: StreamSpec, x: jax.Array, y: jax.Array,
   return batch, epoch
 
 
-def over_members(fn: Callable, batching: "str | members.Placement") -> Callable:
+Batching = "str | members.Placement"  # 'vmap', 'map' (one device) or a Placement
+
+
+def over_members(fn: Callable, batching: Batching) -> Callable:
   """Maps `fn` over the leading member axis of all its arguments: as `batching`
   ('vmap' or 'map' on one device; `members.map_local`) says, or over the devices
   of a `members.Placement`."""
@@ -136,7 +139,7 @@ def over_members(fn: Callable, batching: "str | members.Placement") -> Callable:
 
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
-                       augment: Optional[Augment], batching: "str | members.Placement" = "vmap",
+                       augment: Optional[Augment], batching: Batching = "vmap",
                        compiler_options: Optional[dict] = None,
                        dynamic_length: bool = False) -> Callable:
   """Returns `train(state, x, y, sample_task, stream, data_root, start, [length,]
@@ -234,7 +237,7 @@ class CompiledAhead:
 
 
 def make_end_task_program(learner: Learner, preprocess: Preprocess,
-                          batching: "str | members.Placement" = "vmap") -> Optional[Callable]:
+                          batching: Batching = "vmap") -> Optional[Callable]:
   """Returns `end_task(state, x [M, N, ...], y [M, N], task) -> state`, or None
   when the learner has no `end_task`. Inputs are raw; the learner sees them
   preprocessed (see `learners.base`)."""
@@ -254,7 +257,7 @@ def largest_divisor_at_most(n: int, cap: int) -> int:
 
 
 def make_eval_program(learner: Learner, preprocess: Preprocess,
-                      eval_batch_size: int, batching: "str | members.Placement" = "vmap",
+                      eval_batch_size: int, batching: Batching = "vmap",
                       class_incremental: bool = False,
                       drop_last: bool = False) -> Callable:
   """Returns `evaluate(state [M], test_x [S, T, n, ...], test_y [S, T, n],

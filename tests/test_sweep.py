@@ -1,5 +1,4 @@
 """Sweep descriptions: cells, their configs, the local run and its table."""
-import json
 import os
 import subprocess
 import sys
