@@ -87,10 +87,11 @@ def make_program(learner: Learner, preprocess: Preprocess,
                      "Learner.loss), which the alignment probe differentiates.")
 
   def probe(state: State, x, y, member_data, num_old):
-    def one(state, index):
+    def one(state, index, x, y):
       grads = task_gradients(learner.loss, learner.params(state), x[index], y[index],
                              preprocess)
       return statistics(grads, num_old)
-    return task_program.over_members(one, batching)(state, member_data)
+    return task_program.over_members(one, batching, per_device=2)(state, member_data,
+                                                                   x, y)
 
   return jax.jit(probe)

@@ -13,6 +13,9 @@ Saves are asynchronous: `save` copies the tree to host memory (so the caller may
 donate or overwrite its arrays at once) and a background thread writes it while
 training goes on; the next `save` and `close` wait for that write (BUILD.md,
 "Measurements behind the design", has what that saves).
+
+With several processes (`distributed`) every process calls `save` and `restore`
+with the same host tree; orbax writes it from the primary alone.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ from typing import Any, Optional
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+
+from lamaml_jax import distributed
 
 
 DIGEST = "digest"  # the saved tree is {ITEM: item, DIGEST: [32] uint8}
@@ -175,9 +180,11 @@ class Checkpointer:
         failed.append((step, str(e)))
         continue
       if failed:
-        for bad, _ in failed:
-          os.rename(os.path.join(self.directory, str(bad)),
-                    os.path.join(self.directory, f"{UNVERIFIED_PREFIX}{bad}"))
+        if jax.process_index() == 0:  # several processes: the primary moves them
+          for bad, _ in failed:
+            os.rename(os.path.join(self.directory, str(bad)),
+                      os.path.join(self.directory, f"{UNVERIFIED_PREFIX}{bad}"))
+        distributed.barrier("lamaml_jax.checkpointing.set_aside")
         self._manager.reload()
         logging.warning(
             "%s; set aside as %s, resumed from checkpoint %d.",

@@ -3,6 +3,7 @@ one-line reports of a run's failures.
 
   enable_compilation_cache(directory)
   quiet_libraries()
+  distributed_flags = define_distributed_flags(); start_distributed(distributed_flags)
   with exit_on_run_errors(): train.run(...)
 """
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging as std_logging
 import os
 import sys
 
+from absl import flags
 from absl import logging
 
 from lamaml_jax import checkpointing
+from lamaml_jax import distributed
 from lamaml_jax import io_utils
 from lamaml_jax import train
 
@@ -28,6 +31,42 @@ def enable_compilation_cache(directory: str) -> None:
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update("jax_compilation_cache_dir", directory)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def define_distributed_flags() -> dict:
+  """--distributed and the coordinator flags (`distributed.initialize`)."""
+  return dict(
+      distributed=flags.DEFINE_bool(
+          "distributed", False,
+          "Run over several processes (hosts), one per node or GPU: the members are "
+          "sharded over all their devices and process 0 writes the outputs. The "
+          "coordinates are detected on SLURM and Cloud TPU, or given by the three "
+          "flags below."),
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "With --distributed: HOST:PORT of process 0."),
+      num_processes=flags.DEFINE_integer(
+          "num_processes", None, "With --distributed: how many processes run."),
+      process_id=flags.DEFINE_integer(
+          "process_id", None, "With --distributed: this process's index, 0-based."))
+
+
+def start_distributed(values: dict) -> None:
+  """Joins the other processes if --distributed (exits with one line on a bad
+  combination of flags)."""
+  coordinates = [values[k].value for k in ("coordinator_address", "num_processes",
+                                           "process_id")]
+  if not values["distributed"].value:
+    if any(v is not None for v in coordinates):
+      sys.exit("error: --coordinator_address, --num_processes and --process_id need "
+               "--distributed.")
+    return
+  try:
+    distributed.initialize(*coordinates)
+  except ValueError as e:
+    sys.exit(f"error: {e}")
+  import jax  # pylint: disable=g-import-not-at-top
+  logging.info("Process %d of %d; devices: %d local, %d in all.", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
 
 
 class _QuietLibraries(std_logging.Filter):

@@ -185,6 +185,29 @@ def read_jsonl(path: PathLike) -> list[dict]:
   return [json.loads(line) for line in lines[:-1] if line.strip()]
 
 
+class Discard:
+  """A writer that writes nothing: what a run's other processes hold in place of
+  the primary's `JsonlWriter` and `summary_writer.SummaryWriter`."""
+
+  def write(self, record: Mapping[str, Any]) -> None:
+    del record
+
+  def scalars(self, values: Mapping[str, float], step: int) -> None:
+    del values, step
+
+  def flush(self) -> None:
+    pass
+
+  def close(self) -> None:
+    pass
+
+  def __enter__(self) -> "Discard":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    pass
+
+
 class WorkdirLockedError(RuntimeError):
   """Another process holds the workdir's lock."""
 

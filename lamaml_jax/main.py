@@ -4,6 +4,7 @@ r"""Runs one continual-learning experiment.
   python -m lamaml_jax.main --method=lamaml --dataset=cifar100 --setting=single_pass
   python -m lamaml_jax.main --method=cmaml --config.num_tasks=3 --config.seed=1
   python -m lamaml_jax.main --config=configs/lamaml.py:cifar100,multi_pass,appendix
+  srun python -m lamaml_jax.main --distributed --num_seeds=8 ...  # over processes
 
 `--method/--dataset/--setting` select `configs/<method>.py` with argument
 '<dataset>,<setting>'; `--config=FILE:ARG` names a config file directly.
@@ -56,6 +57,7 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "JAX's persistent compilation cache: a run whose programs were compiled before "
     "(other seeds, a resume, a rerun) loads them instead of compiling (seconds of "
     "a 20-task MNIST run). Empty: off.")
+DISTRIBUTED = cli.define_distributed_flags()
 
 
 def config_file_from_argv(argv: list[str]) -> str:
@@ -75,6 +77,7 @@ def main(argv, config_flag, cli_argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_libraries()
+  cli.start_distributed(DISTRIBUTED)  # before anything asks JAX for its devices
   with clear_config_errors(cli_argv):
     config = config_flag.value
     config.get("method")  # ml_collections defers a failed load to the first access

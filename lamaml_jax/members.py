@@ -94,8 +94,9 @@ def stack(arrays: Sequence[np.ndarray]) -> np.ndarray:
   return np.stack(arrays, axis=0)
 
 
-def map_local(fn: Callable, batching: str) -> Callable:
-  """Maps `fn` over the leading member axis of all its arguments, on one device.
+def map_local(fn: Callable, batching: str, per_device: int = 0) -> Callable:
+  """Maps `fn` over the leading member axis of all its arguments but the last
+  `per_device` (passed whole to every member), on one device.
 
   'vmap' vectorises the members (what pays on GPU/TPU); 'map' runs them one after
   another inside the program (`lax.map`), so each member computes bit for bit what
@@ -106,14 +107,17 @@ def map_local(fn: Callable, batching: str) -> Callable:
     raise ValueError(f"member batching must be 'vmap' or 'map', got {batching!r}.")
 
   def mapped(*args):
+    split = len(args) - per_device
+    args, whole = args[:split], args[split:]
+    one = lambda *a: fn(*a, *whole)
     if jax.tree_util.tree_leaves(args)[0].shape[0] == 1:
       # One member: run it unwrapped (a size-1 map or vmap slows XLA:CPU down;
       # BUILD.md).
-      out = fn(*jax.tree_util.tree_map(lambda a: a[0], args))
+      out = one(*jax.tree_util.tree_map(lambda a: a[0], args))
       return jax.tree_util.tree_map(lambda a: a[None], out)
     if batching == "vmap":
-      return jax.vmap(fn)(*args)
-    return jax.lax.map(lambda a: fn(*a), args)
+      return jax.vmap(one)(*args)
+    return jax.lax.map(lambda a: one(*a), args)
 
   return mapped
 
@@ -121,6 +125,11 @@ def map_local(fn: Callable, batching: str) -> Callable:
 @dataclasses.dataclass(frozen=True)
 class Placement:
   """Where a run's M members live.
+
+  Members are split into equal contiguous blocks, block d on `devices[d]`; with
+  several processes (`distributed`) the devices are all processes' (in process
+  order), and each process holds, builds and feeds only its own devices' blocks
+  (`local_members`).
 
   Attributes:
     num_members: M, the run's members.
@@ -136,11 +145,12 @@ class Placement:
   def create(cls, num_members: int, batching: str = "auto", num_devices: int = 0,
              devices: Optional[Sequence[Any]] = None) -> "Placement":
     """Members over `num_devices` of `devices` (default `jax.devices()`; 0: all of
-    them), never more devices than members. 'auto' batching: map on CPU, vmap
-    elsewhere.
+    them), never more devices than members on one process; several processes
+    use every device (each must hold a block: M is padded up to the device count
+    when it is smaller). 'auto' batching: map on CPU, vmap elsewhere.
 
     Raises:
-      ValueError: unknown batching, or more devices asked for than there are.
+      ValueError: unknown batching, or a device count that cannot be used.
     """
     devices = list(jax.devices() if devices is None else devices)
     if batching == "auto":
@@ -152,6 +162,12 @@ class Placement:
       raise ValueError(
           f"member_devices={num_devices} but {len(devices)} device(s) are visible: "
           f"pass 0 (all of them) or a number up to {len(devices)}.")
+    if len({d.process_index for d in devices}) > 1:
+      if num_devices not in (0, len(devices)):
+        raise ValueError(
+            f"member_devices={num_devices}, but a run over several processes uses "
+            f"all {len(devices)} of their devices: pass 0.")
+      return cls(num_members, batching, tuple(devices))
     n = min(num_devices or len(devices), num_members)
     return cls(num_members, batching, tuple(devices[:n]) if n > 1 else ())
 
@@ -163,6 +179,33 @@ class Placement:
   def padded(self) -> int:
     """M rounded up to a multiple of the device count."""
     return -(-self.num_members // self.num_devices) * self.num_devices
+
+  @property
+  def per_device(self) -> int:
+    """Members in each device's block."""
+    return self.padded // self.num_devices
+
+  @functools.cached_property
+  def multiprocess(self) -> bool:
+    """Whether other processes hold some of the devices."""
+    return any(d.process_index != jax.process_index() for d in self.devices)
+
+  @functools.cached_property
+  def local_devices(self) -> list[int]:
+    """Indices (into `devices`) of this process's devices; [0] without a mesh."""
+    if not self.devices:
+      return [0]
+    local = [i for i, d in enumerate(self.devices)
+             if d.process_index == jax.process_index()]
+    if local != list(range(local[0], local[-1] + 1)):
+      raise ValueError(f"this process's devices are not contiguous in {self.devices}.")
+    return local
+
+  @property
+  def local_members(self) -> range:
+    """The padded members on this process's devices (all of them on one process)."""
+    b = self.per_device
+    return range(self.local_devices[0] * b, (self.local_devices[-1] + 1) * b)
 
   @functools.cached_property
   def mesh(self) -> Optional[Mesh]:
@@ -187,10 +230,12 @@ class Placement:
       return tree
     return jax.tree_util.tree_map(lambda a: a[:self.num_members], tree)
 
-  def map(self, fn: Callable) -> Callable:
+  def map(self, fn: Callable, per_device: int = 0) -> Callable:
     """`fn` of one member mapped over the leading member axis of every argument
-    (padded M); values that `fn` closes over are the same on every device."""
-    local = map_local(fn, self.batching)
+    (padded M) but the last `per_device`: those are device blocks (`put_blocks`),
+    each device's block passed whole to its members. Values that `fn` closes over
+    are the same on every device."""
+    local = map_local(fn, self.batching, per_device)
     if self.mesh is None:
       return local
     spec = PartitionSpec(AXIS)
@@ -206,12 +251,78 @@ class Placement:
     return NamedSharding(self.mesh, PartitionSpec() if shared else PartitionSpec(AXIS))
 
   def put(self, tree):
-    """Arrays with a leading (padded) member axis onto the members' devices."""
-    return jax.device_put(tree, self._sharding(False))
+    """Host arrays with a leading (padded) member axis onto the members' devices
+    (with several processes, each contributes its `local_members` rows)."""
+    if not self.multiprocess:
+      return jax.device_put(tree, self._sharding(False))
+    rows = self.local_members
+    return self.put_local(jax.tree_util.tree_map(
+        lambda a: np.asarray(a)[rows.start:rows.stop], tree))
+
+  def put_local(self, tree):
+    """Like `put`, from this process's `local_members` rows only (all rows on one
+    process): what a process builds of the members' data."""
+    if not self.multiprocess:
+      return jax.device_put(tree, self._sharding(False))
+    sharding = self._sharding(False)
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(
+            sharding, np.asarray(a), (self.padded, *a.shape[1:])), tree)
 
   def shared(self, tree):
-    """Arrays every member reads (scalars, per-seed data): on every device."""
+    """Arrays every member reads (scalars): on every device. Every process must
+    pass the same values."""
     return jax.device_put(tree, self._sharding(True))
+
+  def fetch(self, tree):
+    """Host (NumPy) copies of the global arrays in `tree`, whole on every process."""
+    if not self.multiprocess:
+      return jax.device_get(tree)
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+  def gather(self, tree):
+    """The M real members of `tree`, whole on this process: device arrays on one
+    process (no copy), host arrays gathered from all of them otherwise."""
+    return self.unpad(self.fetch(tree) if self.multiprocess else tree)
+
+  def blocks(self, keys: Sequence[Any]) -> tuple[list[list], np.ndarray]:
+    """Per-device tables of data that several members share (a seed's test set).
+
+    Args:
+      keys: one per padded member, what it reads (its seed).
+    Returns:
+      (tables, index): per device, the sorted distinct keys of its members, padded
+      to the longest table with its last key; and [padded] int32, each member's
+      row in its device's table. Without a mesh: one table of every key.
+    """
+    if len(keys) != self.padded:
+      raise ValueError(f"{len(keys)} keys for {self.padded} (padded) members.")
+    b = self.per_device
+    tables = [sorted(set(keys[d * b:(d + 1) * b])) for d in range(self.num_devices)]
+    width = max(len(t) for t in tables)
+    tables = [t + [t[-1]] * (width - len(t)) for t in tables]
+    index = np.asarray([tables[i // b].index(k) for i, k in enumerate(keys)], np.int32)
+    return tables, index
+
+  def local_tables(self, tables: Sequence[list]) -> list[list]:
+    return [tables[d] for d in self.local_devices]
+
+  def put_blocks(self, tables: Sequence[list], make: Callable[[list], Any]):
+    """Device d's block, `make(tables[d])` (arrays with a leading axis of the
+    table's width), on device d; each process makes only its devices' blocks.
+    Arguments of a `map(..., per_device=k)` program."""
+    local = [make(t) for t in self.local_tables(tables)]
+    if self.mesh is None:
+      return jax.device_put(local[0])
+    stacked = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *local)
+    if not self.multiprocess:
+      return jax.device_put(stacked, self._sharding(False))
+    sharding = self._sharding(False)
+    width = len(tables[0])
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(
+            sharding, a, (self.num_devices * width, *a.shape[1:])), stacked)
 
   def abstract(self, tree, shared: bool = False):
     """`jax.ShapeDtypeStruct`s of `tree` placed as `put` (or `shared`) would

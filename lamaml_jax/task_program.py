@@ -131,11 +131,12 @@ def stream_batch(spec: StreamSpec, x: jax.Array, y: jax.Array,
 Batching = "str | members.Placement"  # 'vmap', 'map' (one device) or a Placement
 
 
-def over_members(fn: Callable, batching: Batching) -> Callable:
-  """Maps `fn` over the leading member axis of all its arguments: as `batching`
-  ('vmap' or 'map' on one device; `members.map_local`) says, or over the devices
-  of a `members.Placement`."""
-  return members.placement(batching).map(fn)
+def over_members(fn: Callable, batching: Batching, per_device: int = 0) -> Callable:
+  """Maps `fn` over the leading member axis of all its arguments but the last
+  `per_device` (device blocks that every member of a device reads whole,
+  `members.Placement.put_blocks`): as `batching` ('vmap' or 'map' on one device;
+  `members.map_local`) says, or over the devices of a `members.Placement`."""
+  return members.placement(batching).map(fn, per_device)
 
 
 def make_train_program(learner: Learner, spec: StreamSpec, preprocess: Preprocess,
@@ -265,7 +266,9 @@ def make_eval_program(learner: Learner, preprocess: Preprocess,
 
   Member m is scored on the test data of its seed, test_x[member_data[m]]: the
   members of one seed (a grid's settings) share one copy, sliced chunk by chunk
-  inside the program (no per-member copy even when vmapped). Each task's samples
+  inside the program (no per-member copy even when vmapped). With a sharded
+  `Placement`, test_x and test_y are device blocks (`Placement.put_blocks`: S is
+  a device's seeds) and member_data indexes its device's block. Each task's samples
   are scored on that task's head, in chunks of the largest divisor of n not
   above `eval_batch_size`; the result counts correct answers (int32), so
   accuracies divided on the host are exact fractions. `seen` ([] int32) is the
@@ -299,7 +302,7 @@ def make_eval_program(learner: Learner, preprocess: Preprocess,
     return jax.lax.map(task_accuracy, jnp.arange(test_x.shape[1], dtype=jnp.int32))
 
   def evaluate_members(state, test_x, test_y, member_data, seen):
-    return over_members(lambda s, i: evaluate(s, test_x, test_y, i, seen), batching)(
-        state, member_data)
+    return over_members(lambda s, i, x, y: evaluate(s, x, y, i, seen), batching,
+                        per_device=2)(state, member_data, test_x, test_y)
 
   return jax.jit(evaluate_members)

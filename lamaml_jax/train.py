@@ -23,6 +23,7 @@ stream randomness is a function of seed, stream and step).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -41,6 +42,7 @@ import numpy as np
 
 from lamaml_jax import alignment
 from lamaml_jax import checkpointing
+from lamaml_jax import distributed
 from lamaml_jax import io_utils
 from lamaml_jax import members as members_lib
 from lamaml_jax import metrics as metrics_lib
@@ -263,6 +265,8 @@ class Parts:
       None unless config.probes names it.
     placement: where the members run (`members.Placement`); the programs take
       `placement.padded` members.
+    benchmark_info: {seed: `Benchmark.info`} of every member's seed (with several
+      processes, `benchmarks` holds only the seeds of this process's members).
   """
   members: list
   benchmarks: dict
@@ -276,6 +280,7 @@ class Parts:
   end_task: Optional[Callable]
   alignment: Optional[Callable] = None
   placement: members_lib.Placement = members_lib.Placement(1)
+  benchmark_info: Optional[dict] = None
 
 
 def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
@@ -315,18 +320,23 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   hparams = learners.make_hparams(config.method, config.learner.to_dict())
   grid = members_lib.parse_grid(config.grid, method.sweepable)
   members = members_lib.make_members(config.seed, config.num_seeds, grid)
+  placement = members_lib.Placement.create(len(members), config.member_batching,
+                                           config.get("member_devices", 0))
+  # Each process builds the benchmarks of its own members only.
+  local = [placement.pad(members)[i] for i in placement.local_members]
   benchmarks = {}
-  for seed in sorted({m["seed"] for m in members}):
+  for seed in sorted({m["seed"] for m in local}):
     benchmarks[seed] = make_benchmark(
         config.dataset, seed=seed, data_dir=data_dir,
         num_tasks=config.num_tasks, samples_per_task=config.samples_per_task,
         class_order=config.get("class_order", "numpy"))
-  benchmark = benchmarks[members[0]["seed"]]
+  info = {}
+  for part in distributed.gather_json({s: b.info for s, b in benchmarks.items()}):
+    info.update({int(s): i for s, i in part.items()})
+  benchmark = benchmarks[local[0]["seed"]]
   schedule = make_schedule(config, benchmark)
   context = build_context(config, benchmark, schedule)
   learner = method.make(hparams, context)
-  placement = members_lib.Placement.create(len(members), config.member_batching,
-                                           config.get("member_devices", 0))
   train = task_program.make_train_program(learner, schedule.spec, benchmark.preprocess,
                                           context.augment, placement,
                                           _train_compiler_options(),
@@ -340,7 +350,7 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   if "alignment" in parse_probes(config, schedule, benchmark):
     probe = alignment.make_program(learner, benchmark.preprocess, placement)
   return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
-               evaluate, end_task, probe, placement)
+               evaluate, end_task, probe, placement, info)
 
 
 PROBES = ("alignment",)
@@ -508,7 +518,7 @@ def _summary(acc: np.ndarray, b: np.ndarray, done: int, kind: str) -> dict:
   return out
 
 
-def _member_result(member: dict, benchmark: Benchmark, progress: Progress, i: int,
+def _member_result(member: dict, benchmark_info: dict, progress: Progress, i: int,
                    schedule, method: Method, learner_summary: dict) -> dict:
   acc, diverged_step = progress.acc[i], int(progress.diverged[i])
   num_segments = acc.shape[1]
@@ -535,7 +545,7 @@ def _member_result(member: dict, benchmark: Benchmark, progress: Progress, i: in
                            **{k: [float(progress.alignment[i, t, j]) for t in reached]
                               for j, k in enumerate(alignment.NAMES)}}
   result.update(learner_summary)
-  result["benchmark"] = benchmark.info
+  result["benchmark"] = benchmark_info
   return result
 
 
@@ -551,7 +561,8 @@ def _results(config, parts: Parts, progress: Progress, state, wall: float) -> di
     values = jax.device_get(jax.vmap(parts.learner.summary)(state))
     summaries = [{k: np.asarray(v[i]).tolist() for k, v in values.items()}
                  for i in range(len(members))]
-  per_member = [_member_result(m, parts.benchmarks[m["seed"]], progress, i, schedule,
+  info = parts.benchmark_info or {s: b.info for s, b in parts.benchmarks.items()}
+  per_member = [_member_result(m, info[m["seed"]], progress, i, schedule,
                                parts.method, summaries[i])
                 for i, m in enumerate(members)]
   config_json = _config_json(config)
@@ -628,8 +639,14 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
   validate_config(config, data_dir)
   check_workdir(config, workdir, overwrite)
   parts = build(config, data_dir)  # validates everything and loads the data
-  with io_utils.WorkdirLock(workdir), _StopRequests() as stop:
-    prepare_workdir(config, workdir, overwrite)
+  # With several processes, the primary alone locks and prepares the workdir;
+  # the others wait for it before reading its checkpoints.
+  primary = distributed.is_primary()
+  with (io_utils.WorkdirLock(workdir) if primary else contextlib.nullcontext()), \
+      _StopRequests() as stop:
+    if primary:
+      prepare_workdir(config, workdir, overwrite)
+    distributed.barrier("lamaml_jax.train.prepare_workdir")
     return _run_locked(config, workdir, parts, start_time, stop)
 
 
@@ -642,9 +659,12 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   # checkpoints hold the M real members, so a run resumes on any device count.
   place = parts.placement
   padded = place.pad(members)
-  member_benchmarks = [parts.benchmarks[m["seed"]] for m in padded]
+  # This process's members (all of them on one process) and their benchmarks.
+  local = [padded[i] for i in place.local_members]
+  member_benchmarks = [parts.benchmarks[m["seed"]] for m in local]
   benchmark = member_benchmarks[0]
   num_members, num_segments = len(members), schedule.num_segments
+  primary = distributed.is_primary()
   with_val = all(b.val_x is not None for b in member_benchmarks)
   with_alignment = parts.alignment is not None
   seeds = sorted({m["seed"] for m in members})
@@ -656,7 +676,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                                          config.max_program_seconds)
 
   def segment_data(t: int):
-    """Segment t's training inputs, labels and task ids of every member (host)."""
+    """Segment t's training inputs, labels and task ids of this process's
+    members (host)."""
     data = [schedule.data(b, t) for b in member_benchmarks]
     return tuple(members_lib.stack([d[i] for d in data]) for i in range(3))
 
@@ -666,15 +687,17 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   state_shape, root_shape = place.abstract(member_shapes(learner, padded, example))
   scalar = place.abstract(jax.ShapeDtypeStruct((), jnp.int32), shared=True)
   programs = task_program.CompiledAhead(parts.train)
-  programs.compile_ahead(state_shape, *place.abstract(segment_data(0)), scalar,
-                         root_shape, scalar, scalar,
-                         num_steps=lengths.capacity(schedule.steps(0)))
-  state, data_roots = place.put(init_members(learner, padded, example))
-  # Evaluation and probe data: one copy per seed, read by every member of that
-  # seed (a grid's settings) through member_data.
-  per_seed = lambda f: place.shared(members_lib.stack([f(parts.benchmarks[s])
-                                                      for s in seeds]))
-  member_data = place.put(np.asarray([seeds.index(m["seed"]) for m in padded], np.int32))
+  local_shape = lambda a: jax.ShapeDtypeStruct((place.padded, *a.shape[1:]), a.dtype)
+  programs.compile_ahead(
+      state_shape, *place.abstract([local_shape(a) for a in segment_data(0)]), scalar,
+      root_shape, scalar, scalar, num_steps=lengths.capacity(schedule.steps(0)))
+  state, data_roots = place.put_local(init_members(learner, local, example))
+  # Evaluation and probe data: one copy per seed and device, read by every member
+  # of that seed (a grid's settings) through member_data.
+  tables, index = place.blocks([m["seed"] for m in padded])
+  per_seed = lambda f: place.put_blocks(
+      tables, lambda seeds: members_lib.stack([f(parts.benchmarks[s]) for s in seeds]))
+  member_data = place.put(index)
   eval_sets = [(per_seed(lambda b: b.test_x), per_seed(lambda b: b.test_y))]
   if with_val:
     eval_sets.append((per_seed(lambda b: b.val_x), per_seed(lambda b: b.val_y)))
@@ -686,14 +709,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     """[M, T] test accuracies (and validation accuracies, if any) after `seen`
     segments; the IID stream has seen every task's classes from the start."""
     seen = place.shared(np.int32(num_segments if schedule.kind == "iid" else seen))
-    return [place.unpad(np.asarray(jax.device_get(
+    return [place.unpad(np.asarray(place.fetch(
         parts.evaluate(state, x, y, member_data, seen)))) / y.shape[2]
             for x, y in eval_sets]
 
   def probe_alignment(state, t: int) -> None:
     """Fills progress.alignment[:, t] and logs it, as task t arrives."""
-    out = place.unpad(jax.device_get(parts.alignment(state, *probe_data, member_data,
-                                                     place.shared(np.int32(t)))))
+    out = place.unpad(place.fetch(parts.alignment(state, *probe_data, member_data,
+                                                  place.shared(np.int32(t)))))
     values = np.stack([np.asarray(out[k], np.float64) for k in alignment.NAMES], -1)
     values[progress.diverged >= 0] = np.nan
     progress.alignment[:, t] = values
@@ -709,8 +732,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                                     config.keep_checkpoints)
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
+  newest = distributed.agree([-1 if ckpt.latest_step() is None else ckpt.latest_step()])
+  if len(set(newest[:, 0].tolist())) > 1:
+    raise ValueError(
+        f"The processes see different checkpoints in {workdir} (newest step per "
+        f"process: {newest[:, 0].tolist()}, -1: none): a run over several processes "
+        "needs its --workdir on a file system that all of them share.")
   if ckpt.latest_step() is not None:
-    template = {"state": place.unpad(state),
+    template = {"state": place.gather(state),
                 "progress": Progress.start(num_members, num_segments, with_val,
                                            with_alignment).to_tree()}
     latest, restored = ckpt.restore(template)  # the newest that verifies
@@ -733,10 +762,10 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
 
   def save():
     tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
-    ckpt.save(global_step(), {"state": place.unpad(state), "progress": tree})
+    ckpt.save(global_step(), {"state": place.gather(state), "progress": tree})
 
   def results():
-    return _results(config, parts, progress, place.unpad(state), wall())
+    return _results(config, parts, progress, place.gather(state), wall())
 
   def interrupted(t: int):
     """Stops after a checkpoint of task t (0-based), step progress.step."""
@@ -751,7 +780,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   # those at its step were written before it was saved and stay. TensorBoard hides
   # an earlier file's events at or after the purge step.
   resume_step = -1 if latest is None else latest
-  _trim_metrics_log(metrics_path, resume_step)
+  if primary:
+    _trim_metrics_log(metrics_path, resume_step)
   task_started = time.time()
 
   last_save = time.time()
@@ -759,27 +789,44 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
   def save_due() -> bool:
     return time.time() - last_save >= 60 * config.checkpoint_every_minutes
 
+  def save_or_stop(due: bool) -> tuple[bool, bool]:
+    """(checkpoint now, stop after it): the primary's clock decides the first,
+    a signal to any process the second, so that all processes agree."""
+    # Only the agreed values count: a signal that arrives during the collective
+    # is acted on at the next decision, by every process together.
+    rows = distributed.agree([due, stop.signum or 0])
+    signum = int(rows[:, 1].max())
+    if signum and stop.signum is None:
+      stop.signum = signum  # another process was signalled
+    return bool(rows[0, 0]) or bool(signum), bool(signum)
+
+  def next_length(step: int, steps: int) -> int:
+    """The next program's steps; the primary's measurements decide."""
+    return int(distributed.agree([lengths.next(step, steps)])[0, 0])
+
   loaded = (None, None)  # (data index, device arrays) of the segment's data
   # Leaving the block, normally or not, waits for a checkpoint still being written.
-  with programs, ckpt, io_utils.JsonlWriter(metrics_path) as log, \
-      summary_writer.SummaryWriter(os.path.join(workdir, "tensorboard"),
-                                   purge_step=resume_step + 1) as tb:
+  with programs, ckpt, \
+      (io_utils.JsonlWriter(metrics_path) if primary else io_utils.Discard()) as log, \
+      (summary_writer.SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                    purge_step=resume_step + 1)
+       if primary else io_utils.Discard()) as tb:
     first_task = progress.task
     for t in range(progress.task, num_segments):
       if loaded[0] != schedule.data_index(t):  # IID: every segment reads all data
-        loaded = (schedule.data_index(t), place.put(segment_data(t)))
+        loaded = (schedule.data_index(t), place.put_local(segment_data(t)))
       x, y, sample_task = loaded[1]
       stream_id = place.shared(np.int32(schedule.stream_id(t)))
       steps = schedule.steps(t)
       while progress.step < steps:
-        n = lengths.next(progress.step, steps)
+        n = next_length(progress.step, steps)
         start = schedule.first_step(t) + progress.step
         args = (state, x, y, sample_task, stream_id, data_roots,
                 place.shared(np.int32(start)), place.shared(np.int32(n)))
         program = programs.executable(*args, num_steps=lengths.capacity(steps))
         began = time.perf_counter()
         state, m = program(*args)
-        m = {k: v[:, :n] for k, v in place.unpad(jax.device_get(m)).items()}
+        m = {k: v[:, :n] for k, v in place.unpad(place.fetch(m)).items()}
         lengths.measured(n, time.perf_counter() - began)
         newly = (~m[FINITE].all(axis=1)) & (progress.diverged < 0)
         for i in np.flatnonzero(newly):
@@ -788,7 +835,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
               members[i], int(progress.diverged[i]), schedule, parts.method))
         if np.all(progress.diverged >= 0):
           out = results()
-          _write_outputs(workdir, out, progress.acc, title)
+          if primary:
+            _write_outputs(workdir, out, progress.acc, title)
           raise DivergenceError(
               out["message"] + " The run stopped; the last good checkpoint is kept and "
               "results.json holds the finished tasks.")
@@ -802,12 +850,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
           record["loss_per_member"] = np.mean(m["loss"], axis=1).tolist()
         log.write(record)
         tb.scalars({f"train/{k}": v for k, v in scalars.items()}, global_step())
-        if progress.step < steps and (save_due() or stop.signum is not None):
-          tb.flush()
-          save()
-          last_save = time.time()
-        if stop.signum is not None and progress.step < steps:
-          interrupted(t)
+        if progress.step < steps:
+          checkpoint, stopping = save_or_stop(save_due())
+          if checkpoint:
+            tb.flush()
+            save()
+            last_save = time.time()
+          if stopping:
+            interrupted(t)
       if parts.end_task is not None:
         state = parts.end_task(state, x, y, place.shared(np.int32(t)))
       rows = accuracy(state, t + 1)
@@ -833,10 +883,11 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
         # Task t + 1 arrives: covered by the checkpoint below with this row.
         probe_alignment(state, t + 1)
       tb.flush()
-      if t == num_segments - 1 or save_due() or stop.signum is not None:
+      checkpoint, stopping = save_or_stop(save_due())
+      if t == num_segments - 1 or checkpoint:
         save()
         last_save = time.time()
-      if stop.signum is not None and t < num_segments - 1:
+      if stopping and t < num_segments - 1:
         interrupted(t + 1)
       # The last segment's duration predicts the rest; the first of a process
       # also compiles the programs, so it predicts nothing.
@@ -849,7 +900,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                    t + 1, num_segments, seen, wall(), eta)
 
   out = results()
-  _write_outputs(workdir, out, progress.acc, title)
+  if primary:
+    _write_outputs(workdir, out, progress.acc, title)
   for r in out.get("members", [out]):
     if "ra" in r:
       logging.info("%s%s: %s", title,

@@ -1,10 +1,18 @@
 r"""SLURM jobs: a sweep as a job array (one array task per cell), or one run
-with its members sharded over a node's GPUs.
+with its members sharded over a node's GPUs or over several nodes.
 
   python -m launch.slurm --sweep=configs/sweeps/paper_images.py --runs=runs/images \
       [--sweep.seeds=0-2] --partition=gpu --gpus=1 --hours=24 [--dry_run]
   python -m launch.slurm --runs=runs --gpus=4 --job_name=lamaml_c100 [--dry_run] -- \
       --method=lamaml --dataset=cifar100 --config.num_seeds=8
+  python -m launch.slurm --runs=runs --nodes=2 --gpus=4 --job_name=lamaml_c100 -- \
+      --method=lamaml --dataset=cifar100 --config.num_seeds=32
+
+A run on one node is one process over the node's GPUs. With --nodes > 1 (or
+--process_per_gpu) srun starts one process per GPU on every node, and the run
+is `--distributed` (JAX reads its coordinates from SLURM's environment); the
+members are sharded over all the job's GPUs and process 0 writes the outputs.
+--runs must then be on a file system every node shares.
 
 The script is written to --out and submitted with sbatch; --dry_run prints the
 script and the sbatch command instead and submits nothing. Each job asks SLURM
@@ -31,17 +39,19 @@ INTERRUPTED = 143  # lamaml_jax.main's exit status after SIGTERM (a checkpoint w
 
 
 def _header(name: str, log: str, *, gpus: int, cpus: int, hours: float,
-            partition: Optional[str], grace_seconds: int) -> list[str]:
+            partition: Optional[str], grace_seconds: int, nodes: int = 1,
+            tasks_per_node: int = 1) -> list[str]:
   minutes = max(int(round(hours * 60)), 1)
   lines = ["#!/bin/bash", f"#SBATCH --job-name={name}", f"#SBATCH --output={log}",
            "#SBATCH --open-mode=append",  # a requeued job appends to its log
-           "#SBATCH --nodes=1", "#SBATCH --ntasks=1",
+           f"#SBATCH --nodes={nodes}", f"#SBATCH --ntasks-per-node={tasks_per_node}",
            f"#SBATCH --cpus-per-task={cpus}",
            f"#SBATCH --time={minutes // 60}:{minutes % 60:02d}:00",
            f"#SBATCH --signal=TERM@{grace_seconds}", "#SBATCH --requeue"]
   if partition:
     lines.append(f"#SBATCH --partition={partition}")
   if gpus:
+    # Every task sees all of its node's GPUs; JAX gives task i GPU SLURM_LOCALID.
     lines.append(f"#SBATCH --gpus-per-node={gpus}")
   return lines
 
@@ -92,17 +102,26 @@ def array_script(sweep_file: str, sweep_args: Sequence[str], num_cells: int, run
 def run_script(run_args: Sequence[str], runs: str, *, name: str,
                data_dir: Optional[str] = None, gpus: int = 1, cpus: int = 4,
                hours: float = 12, partition: Optional[str] = None,
-               grace_seconds: int = 300, setup: str = "") -> str:
-  """One `lamaml_jax.main` run on one node; its members are sharded over the
-  node's `gpus` GPUs (config.member_devices: all visible devices)."""
+               grace_seconds: int = 300, setup: str = "", nodes: int = 1,
+               process_per_gpu: bool = False) -> str:
+  """One `lamaml_jax.main` run; its members are sharded over all the job's
+  devices (config.member_devices: all of them). On one node (and without
+  `process_per_gpu`) one process drives the node's `gpus` GPUs; otherwise one
+  process per GPU (one per node without GPUs), `--distributed`."""
   if any(a.startswith("--workdir") for a in run_args):
     raise ValueError("Give the run's directory with --runs and --job_name, not --workdir.")
+  if nodes < 1:
+    raise ValueError(f"--nodes must be >= 1, got {nodes}.")
+  several = nodes > 1 or (process_per_gpu and gpus > 1)
   args = ["python", "-m", "lamaml_jax.main", *run_args,
           f"--workdir={os.path.join(runs, name)}"]
   if data_dir:
     args.append(f"--data_dir={data_dir}")
+  if several and "--distributed" not in run_args:
+    args.append("--distributed")
   lines = _header(name, os.path.join(runs, f"{name}.%j.log"), gpus=gpus, cpus=cpus,
-                  hours=hours, partition=partition, grace_seconds=grace_seconds)
+                  hours=hours, partition=partition, grace_seconds=grace_seconds,
+                  nodes=nodes, tasks_per_node=max(gpus, 1) if several else 1)
   return "\n".join(lines + _body(_quote(args), setup)) + "\n"
 
 
@@ -135,7 +154,12 @@ def _main():
       data_dir=flags.DEFINE_string("data_dir", None, "TFDS data directory."),
       partition=flags.DEFINE_string("partition", None, "SLURM partition."),
       gpus=flags.DEFINE_integer("gpus", 1, "GPUs per job (0: CPU only)."),
-      nodes=flags.DEFINE_integer("nodes", 1, "Nodes per job."),
+      nodes=flags.DEFINE_integer("nodes", 1, "Nodes of a single run's job (one "
+                                 "process per GPU, --distributed); a sweep's array "
+                                 "tasks take one node each."),
+      process_per_gpu=flags.DEFINE_bool(
+          "process_per_gpu", False, "On one node too, one process per GPU "
+          "(--distributed) instead of one process over all of them."),
       cpus=flags.DEFINE_integer("cpus", 4, "CPUs per job."),
       hours=flags.DEFINE_float("hours", 12, "Time limit in hours."),
       grace=flags.DEFINE_integer("grace_seconds", 300, "SIGTERM this long before the "
@@ -151,10 +175,10 @@ def _main():
     from lamaml_jax import sweep as sweep_lib  # pylint: disable=g-import-not-at-top
     v = {k: h.value for k, h in f.items()}
     v["runs"] = os.path.abspath(v["runs"])  # the job runs from the checkout
-    if v["nodes"] != 1:
+    if v["nodes"] != 1 and sweep.value is not None:
       raise app.UsageError(
-          "--nodes must be 1: a job is one process on one node, its members sharded "
-          "over that node's GPUs; spread a sweep over nodes as a job array (--sweep).")
+          "--nodes must be 1 with --sweep: each array task is one cell on one node; "
+          "for one run over several nodes, give its arguments after -- instead.")
     common = dict(data_dir=v["data_dir"], gpus=v["gpus"], cpus=v["cpus"],
                   hours=v["hours"], partition=v["partition"],
                   grace_seconds=v["grace"], setup=v["setup"])
@@ -176,7 +200,8 @@ def _main():
                                "arguments after --, e.g. -- --method=lamaml "
                                "--dataset=cifar100.")
         name = v["job_name"]
-        script = run_script(argv[1:], v["runs"], name=name, **common)
+        script = run_script(argv[1:], v["runs"], name=name, nodes=v["nodes"],
+                            process_per_gpu=v["process_per_gpu"], **common)
       submit(script, os.path.join(v["out"], f"{name}.sbatch"), v["dry_run"])
     except ValueError as e:
       sys.exit(f"error: {e}")

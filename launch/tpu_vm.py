@@ -11,9 +11,14 @@ goes over as `git archive HEAD` (commit what you want to run), installed with
 `pip install -e .[tpu]`. The run's members are sharded over the VM's TPU chips
 (config.member_devices: all of them). Results are fetched from worker 0 into
 --fetch_to/<run name>. Rerunning the same command with --skip_create resumes
-an interrupted (e.g. preempted spot) run from its checkpoints. One run is one
-host's process: use a single-host type (v4-8, v5litepod-8, ...); a slice of
-several hosts would run an independent copy on each worker.
+an interrupted (e.g. preempted spot) run from its checkpoints.
+
+A slice of several hosts (v4-16, ...) runs one process per worker,
+`--distributed` (JAX reads the slice's coordinates from the TPU metadata): pass
+--shared_runs=DIR, a directory every worker mounts (Filestore, gcsfuse), for the
+run's workdir; process 0 writes the outputs there and they are fetched from
+worker 0. Without it, each worker's runs/ is its own disk, which suits
+single-host types (v4-8, v5litepod-8, ...) only.
 """
 from __future__ import annotations
 
@@ -34,8 +39,8 @@ REMOTE_DIR = "lamaml_jax"
 def commands(run_args: Sequence[str], *, name: str, zone: str, accelerator_type: str,
              version: str, run_name: str, fetch_to: str, spot: bool = False,
              project: str = "", create: bool = True, delete: bool = False,
-             data_dir: str = "") -> list[list[str]]:
-  """The argv of every step, in order."""
+             data_dir: str = "", shared_runs: str = "") -> list[list[str]]:
+  """The argv of every step, in order (`shared_runs`: see the module's doc)."""
   if any(a.startswith("--workdir") for a in run_args):
     raise ValueError("The run's directory is ~/runs/--run_name on the VM; do not pass "
                      "--workdir.")
@@ -53,12 +58,17 @@ def commands(run_args: Sequence[str], *, name: str, zone: str, accelerator_type:
   out.append(base + ["scp", tarball, f"{name}:~/{TARBALL}", *where, "--worker=all"])
   out.append(ssh(f"mkdir -p {REMOTE_DIR} && tar -xzf {TARBALL} -C {REMOTE_DIR} && "
                  f"cd {REMOTE_DIR} && python3 -m pip install -q -e '.[tpu]'"))
-  run = ["python3", "-m", "lamaml_jax.main", *run_args, f"--workdir=runs/{run_name}"]
+  workdir = (f"{shared_runs.rstrip('/')}/{run_name}" if shared_runs
+             else f"runs/{run_name}")
+  run = ["python3", "-m", "lamaml_jax.main", *run_args, f"--workdir={workdir}"]
   if data_dir:
     run.append(f"--data_dir={data_dir}")
+  if shared_runs:
+    run.append("--distributed")
   out.append(ssh(f"cd {REMOTE_DIR} && " + " ".join(shlex.quote(a) for a in run)))
-  out.append(base + ["scp", "--recurse", f"{name}:~/{REMOTE_DIR}/runs/{run_name}",
-                     fetch_to, *where, "--worker=0"])
+  remote = workdir if shared_runs else f"~/{REMOTE_DIR}/{workdir}"
+  out.append(base + ["scp", "--recurse", f"{name}:{remote}", fetch_to, *where,
+                     "--worker=0"])
   if delete:
     out.append(base + ["delete", name, *where, "--quiet"])
   return out
@@ -71,7 +81,8 @@ def main(argv, f):
                      accelerator_type=v["accelerator_type"], version=v["version"],
                      run_name=v["run_name"] or v["name"], fetch_to=v["fetch_to"],
                      spot=v["spot"], project=v["project"], create=not v["skip_create"],
-                     delete=v["delete"], data_dir=v["data_dir"])
+                     delete=v["delete"], data_dir=v["data_dir"],
+                     shared_runs=v["shared_runs"])
   except ValueError as e:
     sys.exit(f"error: {e}")
   for step in steps:
@@ -100,6 +111,9 @@ def _main():
       fetch_to=flags.DEFINE_string("fetch_to", "runs", "Local directory of results."),
       data_dir=flags.DEFINE_string("data_dir", "", "TFDS data directory on the VM "
                                    "(e.g. a gs:// bucket)."),
+      shared_runs=flags.DEFINE_string(
+          "shared_runs", "", "A directory every worker mounts: the run goes there, "
+          "--distributed over all workers (a slice of several hosts)."),
       dry_run=flags.DEFINE_bool("dry_run", False, "Print the commands; run nothing."))
   app.run(lambda argv: main(argv, f))
 

@@ -70,8 +70,24 @@ def test_run_script_shards_one_run_over_the_nodes_gpus(tmp_path):
   assert ("srun python -m lamaml_jax.main --method=lamaml --dataset=cifar100 "
           "--config.num_seeds=8 --workdir=/runs/big --data_dir=/data") in script
   shellcheck(script, tmp_path)
+  assert "#SBATCH --nodes=1" in script and "#SBATCH --ntasks-per-node=1" in script
+  assert "--distributed" not in script  # one process drives the node's GPUs
   with pytest.raises(ValueError, match="--runs and --job_name"):
     slurm.run_script(["--workdir=x"], "/runs", name="big")
+
+
+@pytest.mark.parametrize("nodes,per_gpu,gpus,tasks", [(2, False, 4, 4), (1, True, 4, 4),
+                                                       (3, False, 0, 1)])
+def test_run_script_over_several_processes_starts_one_per_gpu(tmp_path, nodes, per_gpu,
+                                                              gpus, tasks):
+  script = slurm.run_script(["--method=lamaml", "--config.num_seeds=32"], "/runs",
+                            name="big", gpus=gpus, nodes=nodes, process_per_gpu=per_gpu)
+  assert f"#SBATCH --nodes={nodes}" in script
+  assert f"#SBATCH --ntasks-per-node={tasks}" in script
+  # JAX reads the coordinates from SLURM's environment: no address to pass.
+  assert ("srun python -m lamaml_jax.main --method=lamaml --config.num_seeds=32 "
+          "--workdir=/runs/big --distributed || rc=$?") in script
+  shellcheck(script, tmp_path)
 
 
 def _cli(*args, module="launch.slurm"):
@@ -94,8 +110,10 @@ def test_slurm_cli_dry_run_prints_the_job_and_writes_nothing(tmp_path):
   # Without --dry_run and without SLURM: one line saying what to do.
   r = _cli(f"--sweep={SWEEP}", f"--out={out}")
   assert r.returncode == 1 and "sbatch is not on PATH" in r.stderr, r.stderr
-  r = _cli("--nodes=2", "--job_name=x", "--", "--method=er")
-  assert r.returncode == 1 and "--nodes must be 1" in r.stderr, r.stderr
+  r = _cli(f"--sweep={SWEEP}", "--nodes=2", "--dry_run")
+  assert r.returncode == 1 and "--nodes must be 1 with --sweep" in r.stderr, r.stderr
+  r = _cli("--nodes=2", "--job_name=x", "--dry_run", "--", "--method=er")
+  assert r.returncode == 0 and "#SBATCH --nodes=2" in r.stdout, r.stderr
 
 
 def test_tpu_vm_steps_create_install_run_on_every_worker_and_fetch():
@@ -117,6 +135,14 @@ def test_tpu_vm_steps_create_install_run_on_every_worker_and_fetch():
   resumed = tpu_vm.commands([], name="vm", zone="z", accelerator_type="v4-8",
                             version="img", run_name="r", fetch_to="out", create=False)
   assert not any("create" in s for s in resumed) and len(resumed) == 5
+  # A slice of several hosts: one process per worker, the workdir on a shared mount.
+  pod = tpu_vm.commands(["--method=er"], name="vm", zone="z", accelerator_type="v4-16",
+                        version="img", run_name="r", fetch_to="out",
+                        shared_runs="/mnt/runs/")
+  assert pod[4][-1] == ("--command=cd lamaml_jax && python3 -m lamaml_jax.main "
+                        "--method=er --workdir=/mnt/runs/r --distributed")
+  assert " ".join(pod[5]).startswith("gcloud compute tpus tpu-vm scp --recurse "
+                                     "vm:/mnt/runs/r out")
   with pytest.raises(ValueError, match="do not pass --workdir"):
     tpu_vm.commands(["--workdir=w"], name="vm", zone="z", accelerator_type="v4-8",
                     version="img", run_name="r", fetch_to="out")
