@@ -1,6 +1,6 @@
 """Members sharded over devices (`members.Placement`).
 
-The tests that need two devices run in a child pytest on two XLA:CPU host
+The tests that need several devices run in a child pytest on eight XLA:CPU host
 devices (`--xla_force_host_platform_device_count`, which must be set before JAX
 starts); in the suite's own process, which has one CPU device, only the test
 that launches them runs.
@@ -19,26 +19,26 @@ from lamaml_jax import members
 from lamaml_jax import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-two_devices = pytest.mark.skipif(jax.device_count() < 2, reason="needs 2 devices")
+eight_devices = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
 
 
-def test_the_two_device_tests_pass_on_two_host_devices(tmp_path):
+def test_the_device_tests_pass_on_eight_host_devices(tmp_path):
   if jax.device_count() >= 2:
     pytest.skip("already on several devices")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2",
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
          "JAX_PLATFORMS": "cpu"}
   proc = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
        "no:xdist", __file__],
       cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]
-  # Every two-device test ran (none skipped) and this one skipped itself.
+  # Every eight-device test ran (none skipped) and this one skipped itself.
   assert "1 skipped" in proc.stdout and "passed" in proc.stdout, proc.stdout[-2000:]
 
 
-@two_devices
+@eight_devices
 def test_placement_pads_members_to_a_multiple_of_the_devices():
-  place = members.Placement.create(3, "map")
+  place = members.Placement.create(3, "map", num_devices=2)
   assert place.num_devices == 2 and place.padded == 4
   assert place.pad(["a", "b", "c"]) == ["a", "b", "c", "c"]
   tree = {"w": np.arange(6.).reshape(3, 2)}
@@ -48,14 +48,15 @@ def test_placement_pads_members_to_a_multiple_of_the_devices():
   # Never more devices than members; one device means no mesh at all.
   assert members.Placement.create(1, "map").mesh is None
   assert members.Placement.create(5, "map", num_devices=1).padded == 5
-  with pytest.raises(ValueError, match="member_devices=3 but 2 device"):
-    members.Placement.create(4, "map", num_devices=3)
+  assert members.Placement.create(5, "map").num_devices == 5
+  with pytest.raises(ValueError, match="member_devices=9 but 8 device"):
+    members.Placement.create(4, "map", num_devices=9)
 
 
-@two_devices
+@eight_devices
 @pytest.mark.parametrize("batching", ["map", "vmap"])
 def test_map_runs_each_block_of_members_on_its_own_device(batching):
-  place = members.Placement.create(4, batching)
+  place = members.Placement.create(4, batching, num_devices=2)
   x = place.put(np.arange(8., dtype=np.float32).reshape(4, 2))
   scale = place.shared(np.float32(3.0))
   out = jax.jit(lambda x, s: place.map(lambda row: row * s + row.sum())(x))(x, scale)
@@ -80,7 +81,7 @@ def _outputs(results):
   return [(m["accuracy_matrix"], m["alignment"], m["ra"]) for m in results["members"]]
 
 
-@two_devices
+@eight_devices
 def test_sharded_members_compute_what_one_device_computes_and_resume_on_one(
     tmp_path, run_stopped_after_checkpoints):
   # 3 members padded to 4 on two devices, stopped after task 2 (its evaluation,
@@ -94,3 +95,22 @@ def test_sharded_members_compute_what_one_device_computes_and_resume_on_one(
   resumed = train.run(_config(1), str(tmp_path / "two"))
   assert resumed["devices"] == 1 and resumed["num_members"] == 3
   assert _outputs(resumed) == _outputs(one_device)
+
+
+def _er(num_seeds, member_devices, seed=0):
+  config = configs.get_config("er", "mnist5k_rotations")
+  config.num_tasks, config.samples_per_task = 2, 20
+  config.seed, config.num_seeds, config.member_devices = seed, num_seeds, member_devices
+  return config
+
+
+@eight_devices
+def test_eight_and_five_sharded_members_equal_separate_single_member_runs(tmp_path):
+  # 8 members on 8 devices; 5 on 4 devices (padded to 8, two a device); 5 on all
+  # devices (never more devices than members: 5, one each).
+  single = [train.run(_er(1, 1, seed=s), str(tmp_path / f"seed{s}")) for s in range(8)]
+  single = [r["accuracy_matrix"] for r in single]
+  for name, (m, d, used) in {"8x8": (8, 0, 8), "5x4": (5, 4, 4), "5x8": (5, 0, 5)}.items():
+    out = train.run(_er(m, d), str(tmp_path / name))
+    assert out["devices"] == used, name
+    assert [r["accuracy_matrix"] for r in out["members"]] == single[:m], name
