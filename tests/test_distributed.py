@@ -28,8 +28,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAGS = {"method": "icarl", "dataset": "mnist5k_split", "num_seeds": 3,
          "config.num_tasks": 3, "config.samples_per_task": 40,
          "config.probes": "alignment", "config.probe_samples": 8,
-         "config.checkpoint_every_minutes": 0, "config.steps_per_program": 1,
-         "compilation_cache_dir": ""}
+         "config.checkpoint_every_minutes": 0, "config.steps_per_program": 1}
 
 
 def test_coordinates_go_together_and_must_fit():
@@ -70,9 +69,11 @@ def _free_port() -> int:
 
 
 def _start_processes(workdir, log_prefix, workdir_1=None):
-  """Processes 0 and 1 of one run (process 1 on `workdir_1` if given)."""
+  """Processes 0 and 1 of one run (process 1 on `workdir_1` if given); later
+  launches load the first one's programs from a compilation cache."""
   port = _free_port()
-  argv = [f"--{k}={v}" for k, v in FLAGS.items()]
+  cache = os.path.join(os.path.dirname(log_prefix), "xla_cache")
+  argv = [f"--{k}={v}" for k, v in FLAGS.items()] + [f"--compilation_cache_dir={cache}"]
   env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
   procs = []
   for i in range(2):

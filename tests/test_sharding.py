@@ -106,11 +106,10 @@ def _er(num_seeds, member_devices, seed=0):
 
 @eight_devices
 def test_eight_and_five_sharded_members_equal_separate_single_member_runs(tmp_path):
-  # 8 members on 8 devices; 5 on 4 devices (padded to 8, two a device); 5 on all
-  # devices (never more devices than members: 5, one each).
+  # 8 members on 8 devices; 5 on 4 devices (padded to 8, two a device).
   single = [train.run(_er(1, 1, seed=s), str(tmp_path / f"seed{s}")) for s in range(8)]
   single = [r["accuracy_matrix"] for r in single]
-  for name, (m, d, used) in {"8x8": (8, 0, 8), "5x4": (5, 4, 4), "5x8": (5, 0, 5)}.items():
+  for name, (m, d, used) in {"8x8": (8, 0, 8), "5x4": (5, 4, 4)}.items():
     out = train.run(_er(m, d), str(tmp_path / name))
     assert out["devices"] == used, name
     assert [r["accuracy_matrix"] for r in out["members"]] == single[:m], name
