@@ -40,8 +40,8 @@ def define_distributed_flags() -> dict:
           "distributed", False,
           "Run over several processes (hosts), one per node or GPU: the members are "
           "sharded over all their devices and process 0 writes the outputs. The "
-          "coordinates are detected on SLURM and Cloud TPU, or given by the three "
-          "flags below."),
+          "coordinates are detected on SLURM and Cloud TPU, or given by "
+          "--coordinator_address, --num_processes and --process_id."),
       coordinator_address=flags.DEFINE_string(
           "coordinator_address", None, "With --distributed: HOST:PORT of process 0."),
       num_processes=flags.DEFINE_integer(

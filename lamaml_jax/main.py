@@ -58,6 +58,7 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "(other seeds, a resume, a rerun) loads them instead of compiling (seconds of "
     "a 20-task MNIST run). Empty: off.")
 DISTRIBUTED = cli.define_distributed_flags()
+flags.adopt_module_key_flags(cli)  # --helpshort lists them with this module's
 
 
 def config_file_from_argv(argv: list[str]) -> str:

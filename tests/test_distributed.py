@@ -38,6 +38,14 @@ def test_coordinates_go_together_and_must_fit():
     distributed.initialize("127.0.0.1:1234", 2, 2)
 
 
+def test_coordinates_without_distributed_are_one_line_of_error():
+  proc = subprocess.run([sys.executable, "-m", "lamaml_jax.main", "--process_id=1"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == (
+      "error: --coordinator_address, --num_processes and --process_id need "
+      "--distributed."), proc.stderr[-2000:]
+
+
 def test_one_process_agrees_with_itself():
   np.testing.assert_array_equal(distributed.agree([3, 0, 15]), [[3, 0, 15]])
   assert distributed.gather_json({"a": [1, 2]}) == [{"a": [1, 2]}]
