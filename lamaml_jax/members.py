@@ -14,7 +14,11 @@ Where members run is a `Placement`: with several devices the member axis is
 sharded over a one-axis mesh ('members'), M padded to a multiple of the device
 count with copies of the last member, each device mapping (or vmapping) its own
 block inside `jax.shard_map`. Programs see only `Placement.map`; the runner
-moves data with `put`/`shared` and drops the padding with `unpad`.
+moves data with `put`/`shared` (data several members read, a seed's test set,
+as per-device `blocks`) and drops the padding with `unpad`. The mesh may span
+several processes (`distributed`): each then builds and places only its own
+devices' members (`local_members`, `put_local`) and reads results back whole
+with `fetch`.
 """
 from __future__ import annotations
 
@@ -305,14 +309,11 @@ class Placement:
     index = np.asarray([tables[i // b].index(k) for i, k in enumerate(keys)], np.int32)
     return tables, index
 
-  def local_tables(self, tables: Sequence[list]) -> list[list]:
-    return [tables[d] for d in self.local_devices]
-
   def put_blocks(self, tables: Sequence[list], make: Callable[[list], Any]):
     """Device d's block, `make(tables[d])` (arrays with a leading axis of the
     table's width), on device d; each process makes only its devices' blocks.
     Arguments of a `map(..., per_device=k)` program."""
-    local = [make(t) for t in self.local_tables(tables)]
+    local = [make(tables[d]) for d in self.local_devices]
     if self.mesh is None:
       return jax.device_put(local[0])
     stacked = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *local)
