@@ -180,7 +180,7 @@ class Checkpointer:
         failed.append((step, str(e)))
         continue
       if failed:
-        if jax.process_index() == 0:  # several processes: the primary moves them
+        if distributed.is_primary():  # several processes: the primary moves them
           for bad, _ in failed:
             os.rename(os.path.join(self.directory, str(bad)),
                       os.path.join(self.directory, f"{UNVERIFIED_PREFIX}{bad}"))

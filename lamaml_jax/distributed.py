@@ -62,13 +62,20 @@ def barrier(name: str) -> None:
     multihost_utils.sync_global_devices(name)
 
 
+def allgather(tree):
+  """Host (NumPy) copies of `tree`'s arrays, whole, on every process: global
+  arrays gathered from their shards, host arrays stacked along their leading axis
+  in process order (one collective)."""
+  return multihost_utils.process_allgather(tree, tiled=True)
+
+
 def agree(values: Sequence[int]) -> np.ndarray:
-  """[processes, k] int64: every process's `values`, the same on all of them
+  """[processes, k] int32: every process's `values`, the same on all of them
   (one collective; a single process gets its own row back)."""
-  row = np.asarray(values, np.int64)[None]
+  row = np.asarray(values, np.int32)[None]
   if process_count() == 1:
     return row
-  return np.asarray(multihost_utils.process_allgather(row, tiled=True))
+  return np.asarray(allgather(row))
 
 
 def gather_json(value: Any) -> list:
@@ -79,5 +86,5 @@ def gather_json(value: Any) -> list:
   sizes = agree([encoded.size])[:, 0]
   padded = np.zeros((1, int(sizes.max())), np.uint8)
   padded[0, :encoded.size] = encoded
-  rows = np.asarray(multihost_utils.process_allgather(padded, tiled=True))
+  rows = np.asarray(allgather(padded))
   return [json.loads(bytes(row[:n]).decode()) for row, n in zip(rows, sizes)]

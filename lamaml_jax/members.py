@@ -31,6 +31,8 @@ import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 import numpy as np
 
+from lamaml_jax import distributed
+
 AXIS = "members"
 BATCHINGS = ("vmap", "map")
 
@@ -254,24 +256,28 @@ class Placement:
       return None
     return NamedSharding(self.mesh, PartitionSpec() if shared else PartitionSpec(AXIS))
 
+  def _assemble(self, tree, total: int):
+    """Arrays holding this process's rows of a leading axis of `total` rows (all
+    of them on one process), placed along the member axis."""
+    sharding = self._sharding(False)
+    if not self.multiprocess:
+      return jax.device_put(tree, sharding)
+    return jax.tree_util.tree_map(
+        lambda a: jax.make_array_from_process_local_data(
+            sharding, np.asarray(a), (total, *a.shape[1:])), tree)
+
   def put(self, tree):
     """Host arrays with a leading (padded) member axis onto the members' devices
     (with several processes, each contributes its `local_members` rows)."""
-    if not self.multiprocess:
-      return jax.device_put(tree, self._sharding(False))
-    rows = self.local_members
-    return self.put_local(jax.tree_util.tree_map(
-        lambda a: np.asarray(a)[rows.start:rows.stop], tree))
+    if self.multiprocess:
+      rows = self.local_members
+      tree = jax.tree_util.tree_map(lambda a: np.asarray(a)[rows.start:rows.stop], tree)
+    return self._assemble(tree, self.padded)
 
   def put_local(self, tree):
     """Like `put`, from this process's `local_members` rows only (all rows on one
     process): what a process builds of the members' data."""
-    if not self.multiprocess:
-      return jax.device_put(tree, self._sharding(False))
-    sharding = self._sharding(False)
-    return jax.tree_util.tree_map(
-        lambda a: jax.make_array_from_process_local_data(
-            sharding, np.asarray(a), (self.padded, *a.shape[1:])), tree)
+    return self._assemble(tree, self.padded)
 
   def shared(self, tree):
     """Arrays every member reads (scalars): on every device. Every process must
@@ -280,10 +286,7 @@ class Placement:
 
   def fetch(self, tree):
     """Host (NumPy) copies of the global arrays in `tree`, whole on every process."""
-    if not self.multiprocess:
-      return jax.device_get(tree)
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    return multihost_utils.process_allgather(tree, tiled=True)
+    return distributed.allgather(tree) if self.multiprocess else jax.device_get(tree)
 
   def gather(self, tree):
     """The M real members of `tree`, whole on this process: device arrays on one
@@ -317,13 +320,7 @@ class Placement:
     if self.mesh is None:
       return jax.device_put(local[0])
     stacked = jax.tree_util.tree_map(lambda *a: np.concatenate(a), *local)
-    if not self.multiprocess:
-      return jax.device_put(stacked, self._sharding(False))
-    sharding = self._sharding(False)
-    width = len(tables[0])
-    return jax.tree_util.tree_map(
-        lambda a: jax.make_array_from_process_local_data(
-            sharding, a, (self.num_devices * width, *a.shape[1:])), stacked)
+    return self._assemble(stacked, self.num_devices * len(tables[0]))
 
   def abstract(self, tree, shared: bool = False):
     """`jax.ShapeDtypeStruct`s of `tree` placed as `put` (or `shared`) would

@@ -254,6 +254,8 @@ class Parts:
   Attributes:
     members: one dict per member ({'seed': s, grid name: value, ...}).
     benchmarks: {seed: Benchmark}.
+    benchmark_info: {seed: `Benchmark.info`} of every member's seed (with several
+      processes, `benchmarks` holds only the seeds of this process's members).
     method: the registered `Method`; hparams: its hyperparameters.
     context: the `BuildContext` the learner was made for.
     learner: its pure functions.
@@ -265,11 +267,10 @@ class Parts:
       None unless config.probes names it.
     placement: where the members run (`members.Placement`); the programs take
       `placement.padded` members.
-    benchmark_info: {seed: `Benchmark.info`} of every member's seed (with several
-      processes, `benchmarks` holds only the seeds of this process's members).
   """
   members: list
   benchmarks: dict
+  benchmark_info: dict
   method: Method
   hparams: object
   context: BuildContext
@@ -280,7 +281,6 @@ class Parts:
   end_task: Optional[Callable]
   alignment: Optional[Callable] = None
   placement: members_lib.Placement = members_lib.Placement(1)
-  benchmark_info: Optional[dict] = None
 
 
 def build_context(config: ml_collections.ConfigDict, benchmark: Benchmark,
@@ -349,8 +349,8 @@ def build(config: ml_collections.ConfigDict, data_dir: Optional[str] = None) -> 
   probe = None
   if "alignment" in parse_probes(config, schedule, benchmark):
     probe = alignment.make_program(learner, benchmark.preprocess, placement)
-  return Parts(members, benchmarks, method, hparams, context, learner, schedule, train,
-               evaluate, end_task, probe, placement, info)
+  return Parts(members, benchmarks, info, method, hparams, context, learner, schedule,
+               train, evaluate, end_task, probe, placement)
 
 
 PROBES = ("alignment",)
@@ -561,9 +561,8 @@ def _results(config, parts: Parts, progress: Progress, state, wall: float) -> di
     values = jax.device_get(jax.vmap(parts.learner.summary)(state))
     summaries = [{k: np.asarray(v[i]).tolist() for k, v in values.items()}
                  for i in range(len(members))]
-  info = parts.benchmark_info or {s: b.info for s, b in parts.benchmarks.items()}
-  per_member = [_member_result(m, info[m["seed"]], progress, i, schedule,
-                               parts.method, summaries[i])
+  per_member = [_member_result(m, parts.benchmark_info[m["seed"]], progress, i,
+                               schedule, parts.method, summaries[i])
                 for i, m in enumerate(members)]
   config_json = _config_json(config)
   results = {"method": config.method, "dataset": config.dataset,
@@ -732,13 +731,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
                                     config.keep_checkpoints)
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
-  newest = distributed.agree([-1 if ckpt.latest_step() is None else ckpt.latest_step()])
+  newest_step = ckpt.latest_step()
+  newest = distributed.agree([-1 if newest_step is None else newest_step])
   if len(set(newest[:, 0].tolist())) > 1:
     raise ValueError(
         f"The processes see different checkpoints in {workdir} (newest step per "
         f"process: {newest[:, 0].tolist()}, -1: none): a run over several processes "
         "needs its --workdir on a file system that all of them share.")
-  if ckpt.latest_step() is not None:
+  if newest_step is not None:
     template = {"state": place.gather(state),
                 "progress": Progress.start(num_members, num_segments, with_val,
                                            with_alignment).to_tree()}
