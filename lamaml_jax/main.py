@@ -14,7 +14,11 @@ re-running the same command resumes from its newest checkpoint.
 """
 from __future__ import annotations
 
-import contextlib
+import time
+
+STARTED = time.perf_counter()  # before the imports below: --timeline counts them
+
+import contextlib  # pylint: disable=g-import-not-at-top,wrong-import-position
 import functools
 import os
 import sys
@@ -27,6 +31,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from lamaml_jax import cli
+from lamaml_jax import timeline as timeline_lib
 from lamaml_jax import train
 from lamaml_jax.learners import METHODS
 
@@ -57,6 +62,10 @@ COMPILATION_CACHE_DIR = flags.DEFINE_string(
     "JAX's persistent compilation cache: a run whose programs were compiled before "
     "(other seeds, a resume, a rerun) loads them instead of compiling (seconds of "
     "a 20-task MNIST run). Empty: off.")
+TIMELINE = flags.DEFINE_string(
+    "timeline", None, "Write where the run's wall time went (imports, build, "
+    "compilation, each phase of the loop, outputs) as JSON to this file; "
+    "benchmarks/run_timeline.py tabulates it.")
 DISTRIBUTED = cli.define_distributed_flags()
 flags.adopt_module_key_flags(cli)  # --helpshort lists them with this module's
 
@@ -75,6 +84,9 @@ def config_file_from_argv(argv: list[str]) -> str:
 
 
 def main(argv, config_flag, cli_argv):
+  timeline = timeline_lib.Timeline(origin=STARTED) if TIMELINE.value else None
+  if timeline:
+    timeline.add("imports_and_flags", time.perf_counter() - STARTED, STARTED)
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
   cli.quiet_libraries()
@@ -94,7 +106,10 @@ def main(argv, config_flag, cli_argv):
   workdir = WORKDIR.value or os.path.join("runs", name)
   cli.enable_compilation_cache(COMPILATION_CACHE_DIR.value)
   with cli.exit_on_run_errors():
-    train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value)
+    train.run(config, workdir, data_dir=DATA_DIR.value, overwrite=OVERWRITE.value,
+              **({"timeline": timeline} if timeline else {}))
+  if timeline:
+    timeline.write(TIMELINE.value)
   logging.info("Outputs in %s (results: %s).", workdir,
                os.path.join(workdir, train.RESULTS_FILE))
 

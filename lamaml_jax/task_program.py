@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from lamaml_jax import members
+from lamaml_jax import timeline as timeline_lib
 from lamaml_jax.data.benchmark import Augment, Preprocess
 from lamaml_jax.learners.base import Learner, State
 from lamaml_jax.types import Batch, PRNGKey
@@ -204,10 +205,14 @@ class CompiledAhead:
   `compile_ahead` starts a compilation in a background thread from shapes alone,
   so that a run can compile its task program while it initialises and evaluates
   the untrained model. A length never announced compiles on its first call.
+  `timeline` (see `lamaml_jax.timeline`) gets the background compilations
+  ("compile_train_program", overlapping other phases) and the caller's waits for
+  them ("wait_for_compilation").
   """
 
-  def __init__(self, program: Callable):
+  def __init__(self, program: Callable, timeline=timeline_lib.NO_TIMELINE):
     self._program = program
+    self._timeline = timeline
     self._pool = concurrent.futures.ThreadPoolExecutor(1, "compile")
     self._executables: dict[int, concurrent.futures.Future] = {}
 
@@ -219,12 +224,20 @@ class CompiledAhead:
     """
     if num_steps not in self._executables:
       lowered = self._program.lower(*args, num_steps=num_steps)
-      self._executables[num_steps] = self._pool.submit(lowered.compile)
+
+      def compile_():
+        with self._timeline.span("compile_train_program"):
+          return lowered.compile()
+      self._executables[num_steps] = self._pool.submit(compile_)
 
   def executable(self, *args: Any, num_steps: int) -> Callable:
     """The compiled program for these arguments (waits for its compilation)."""
     self.compile_ahead(*args, num_steps=num_steps)
-    return self._executables[num_steps].result()
+    future = self._executables[num_steps]
+    if future.done():
+      return future.result()
+    with self._timeline.span("wait_for_compilation"):
+      return future.result()
 
   def __call__(self, *args: Any, num_steps: int):
     return self.executable(*args, num_steps=num_steps)(*args)

@@ -53,6 +53,7 @@ from lamaml_jax import provenance
 from lamaml_jax import schedules
 from lamaml_jax import summary_writer
 from lamaml_jax import task_program
+from lamaml_jax import timeline as timeline_lib
 from lamaml_jax import learners
 from lamaml_jax.data import make_benchmark
 from lamaml_jax.data.benchmark import Benchmark
@@ -621,8 +622,11 @@ def _trim_metrics_log(path: str, global_step: int) -> None:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *,
-        data_dir: Optional[str] = None, overwrite: bool = False) -> dict:
+        data_dir: Optional[str] = None, overwrite: bool = False,
+        timeline: timeline_lib.Timeline = timeline_lib.NO_TIMELINE) -> dict:
   """Trains `config` on its benchmark, writing everything under `workdir`.
+
+  `timeline` records the wall time of the run's phases (benchmarks/run_timeline.py).
 
   Returns:
     The results dict also written to `workdir/results.json`.
@@ -634,23 +638,27 @@ def run(config: ml_collections.ConfigDict, workdir: str, *,
     WorkdirConflictError, checkpointing.CheckpointError, ValueError: see messages.
   """
   start_time = time.time()
-  check_execution_settings(config)
-  validate_config(config, data_dir)
-  check_workdir(config, workdir, overwrite)
-  parts = build(config, data_dir)  # validates everything and loads the data
+  with timeline.span("validate"):
+    check_execution_settings(config)
+    validate_config(config, data_dir)
+    check_workdir(config, workdir, overwrite)
+  with timeline.span("build"):
+    parts = build(config, data_dir)  # validates everything and loads the data
   # With several processes, the primary alone locks and prepares the workdir;
   # the others wait for it before reading its checkpoints.
   primary = distributed.is_primary()
   with (io_utils.WorkdirLock(workdir) if primary else contextlib.nullcontext()), \
       _StopRequests() as stop:
-    if primary:
-      prepare_workdir(config, workdir, overwrite)
-    distributed.barrier("lamaml_jax.train.prepare_workdir")
-    return _run_locked(config, workdir, parts, start_time, stop)
+    with timeline.span("prepare_workdir"):
+      if primary:
+        prepare_workdir(config, workdir, overwrite)
+      distributed.barrier("lamaml_jax.train.prepare_workdir")
+    return _run_locked(config, workdir, parts, start_time, stop, timeline)
 
 
 def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
-                start_time: float, stop: _StopRequests) -> dict:
+                start_time: float, stop: _StopRequests,
+                timeline: timeline_lib.Timeline) -> dict:
   """`run` once its workdir is prepared and locked."""
   members, schedule, learner = parts.members, parts.schedule, parts.learner
   # The programs run `place.padded` members (copies of the last one pad M to a
@@ -682,40 +690,46 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
 
   # The task program is lowered here and compiles in the background while the
   # model is initialised and evaluated (BUILD.md has the measured gain).
-  example = example_batch(benchmark, config.batch_size)
-  state_shape, root_shape = place.abstract(member_shapes(learner, padded, example))
-  scalar = place.abstract(jax.ShapeDtypeStruct((), jnp.int32), shared=True)
-  programs = task_program.CompiledAhead(parts.train)
-  local_shape = lambda a: jax.ShapeDtypeStruct((place.padded, *a.shape[1:]), a.dtype)
-  programs.compile_ahead(
-      state_shape, *place.abstract([local_shape(a) for a in segment_data(0)]), scalar,
-      root_shape, scalar, scalar, num_steps=lengths.capacity(schedule.steps(0)))
-  state, data_roots = place.put_local(init_members(learner, local, example))
+  programs = task_program.CompiledAhead(parts.train, timeline)
+  with timeline.span("trace_train_program"):
+    example = example_batch(benchmark, config.batch_size)
+    state_shape, root_shape = place.abstract(member_shapes(learner, padded, example))
+    scalar = place.abstract(jax.ShapeDtypeStruct((), jnp.int32), shared=True)
+    local_shape = lambda a: jax.ShapeDtypeStruct((place.padded, *a.shape[1:]), a.dtype)
+    programs.compile_ahead(
+        state_shape, *place.abstract([local_shape(a) for a in segment_data(0)]), scalar,
+        root_shape, scalar, scalar, num_steps=lengths.capacity(schedule.steps(0)))
+  with timeline.span("init_members"):
+    state, data_roots = place.put_local(init_members(learner, local, example))
   # Evaluation and probe data: one copy per seed and device, read by every member
   # of that seed (a grid's settings) through member_data.
-  tables, index = place.blocks([m["seed"] for m in padded])
-  per_seed = lambda f: place.put_blocks(
-      tables, lambda seeds: members_lib.stack([f(parts.benchmarks[s]) for s in seeds]))
-  member_data = place.put(index)
-  eval_sets = [(per_seed(lambda b: b.test_x), per_seed(lambda b: b.test_y))]
-  if with_val:
-    eval_sets.append((per_seed(lambda b: b.val_x), per_seed(lambda b: b.val_y)))
-  if with_alignment:
-    n = config.probe_samples
-    probe_data = (per_seed(lambda b: b.train_x[:, :n]), per_seed(lambda b: b.train_y[:, :n]))
+  with timeline.span("place_eval_data"):
+    tables, index = place.blocks([m["seed"] for m in padded])
+    per_seed = lambda f: place.put_blocks(
+        tables, lambda seeds: members_lib.stack([f(parts.benchmarks[s]) for s in seeds]))
+    member_data = place.put(index)
+    eval_sets = [(per_seed(lambda b: b.test_x), per_seed(lambda b: b.test_y))]
+    if with_val:
+      eval_sets.append((per_seed(lambda b: b.val_x), per_seed(lambda b: b.val_y)))
+    if with_alignment:
+      n = config.probe_samples
+      probe_data = (per_seed(lambda b: b.train_x[:, :n]),
+                    per_seed(lambda b: b.train_y[:, :n]))
 
   def accuracy(state, seen: int) -> list[np.ndarray]:
     """[M, T] test accuracies (and validation accuracies, if any) after `seen`
     segments; the IID stream has seen every task's classes from the start."""
-    seen = place.shared(np.int32(num_segments if schedule.kind == "iid" else seen))
-    return [place.unpad(np.asarray(place.fetch(
-        parts.evaluate(state, x, y, member_data, seen)))) / y.shape[2]
-            for x, y in eval_sets]
+    with timeline.span("evaluate"):
+      seen = place.shared(np.int32(num_segments if schedule.kind == "iid" else seen))
+      return [place.unpad(np.asarray(place.fetch(
+          parts.evaluate(state, x, y, member_data, seen)))) / y.shape[2]
+              for x, y in eval_sets]
 
   def probe_alignment(state, t: int) -> None:
     """Fills progress.alignment[:, t] and logs it, as task t arrives."""
-    out = place.unpad(place.fetch(parts.alignment(state, *probe_data, member_data,
-                                                  place.shared(np.int32(t)))))
+    with timeline.span("alignment_probe"):
+      out = place.unpad(place.fetch(parts.alignment(
+          state, *probe_data, member_data, place.shared(np.int32(t)))))
     values = np.stack([np.asarray(out[k], np.float64) for k in alignment.NAMES], -1)
     values[progress.diverged >= 0] = np.nan
     progress.alignment[:, t] = values
@@ -727,11 +741,12 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     log.write(record)
     tb.scalars({f"alignment/{k}": v for k, v in scalars.items()}, global_step())
 
-  ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
-                                    config.keep_checkpoints)
+  with timeline.span("open_checkpoints"):
+    ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
+                                      config.keep_checkpoints)
+    newest_step = ckpt.latest_step()
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
-  newest_step = ckpt.latest_step()
   newest = distributed.agree([-1 if newest_step is None else newest_step])
   if len(set(newest[:, 0].tolist())) > 1:
     raise ValueError(
@@ -742,7 +757,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     template = {"state": place.gather(state),
                 "progress": Progress.start(num_members, num_segments, with_val,
                                            with_alignment).to_tree()}
-    latest, restored = ckpt.restore(template)  # the newest that verifies
+    with timeline.span("restore_checkpoint"):
+      latest, restored = ckpt.restore(template)  # the newest that verifies
     state = place.put(place.pad_tree(restored["state"]))
     progress = Progress.from_tree(restored["progress"])
     logging.info("Resumed %s from checkpoint %d (task %d, step %d).", workdir,
@@ -761,11 +777,13 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     return schedule.offset(progress.task) + progress.step
 
   def save():
-    tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
-    ckpt.save(global_step(), {"state": place.gather(state), "progress": tree})
+    with timeline.span("save_checkpoint"):
+      tree = dataclasses.replace(progress, elapsed=wall()).to_tree()
+      ckpt.save(global_step(), {"state": place.gather(state), "progress": tree})
 
   def results():
-    return _results(config, parts, progress, place.gather(state), wall())
+    with timeline.span("results"):
+      return _results(config, parts, progress, place.gather(state), wall())
 
   def interrupted(t: int):
     """Stops after a checkpoint of task t (0-based), step progress.step."""
@@ -814,7 +832,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     first_task = progress.task
     for t in range(progress.task, num_segments):
       if loaded[0] != schedule.data_index(t):  # IID: every segment reads all data
-        loaded = (schedule.data_index(t), place.put_local(segment_data(t)))
+        with timeline.span("segment_data"):
+          loaded = (schedule.data_index(t), place.put_local(segment_data(t)))
       x, y, sample_task = loaded[1]
       stream_id = place.shared(np.int32(schedule.stream_id(t)))
       steps = schedule.steps(t)
@@ -828,6 +847,7 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
         state, m = program(*args)
         m = {k: v[:, :n] for k, v in place.unpad(place.fetch(m)).items()}
         lengths.measured(n, time.perf_counter() - began)
+        timeline.add("train_program", time.perf_counter() - began, began)
         newly = (~m[FINITE].all(axis=1)) & (progress.diverged < 0)
         for i in np.flatnonzero(newly):
           progress.diverged[i] = global_step() + int(np.argmin(m[FINITE][i]))
@@ -859,7 +879,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
           if stopping:
             interrupted(t)
       if parts.end_task is not None:
-        state = parts.end_task(state, x, y, place.shared(np.int32(t)))
+        with timeline.span("end_task"):  # dispatched: evaluate waits for it
+          state = parts.end_task(state, x, y, place.shared(np.int32(t)))
       rows = accuracy(state, t + 1)
       for r in rows:
         r[progress.diverged >= 0] = np.nan
@@ -901,7 +922,8 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
 
   out = results()
   if primary:
-    _write_outputs(workdir, out, progress.acc, title)
+    with timeline.span("write_outputs"):
+      _write_outputs(workdir, out, progress.acc, title)
   for r in out.get("members", [out]):
     if "ra" in r:
       logging.info("%s%s: %s", title,

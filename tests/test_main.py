@@ -1,4 +1,5 @@
 """The command line: bad input gets one clear line naming the fix."""
+import json
 import os
 import re
 import subprocess
@@ -77,10 +78,16 @@ def test_help_exits_0(tmp_path):
 def test_a_short_run_from_the_command_line(tmp_path):
   workdir = tmp_path / "w"
   cache = tmp_path / "xla_cache"
+  timeline = tmp_path / "timeline.json"
   result = run_main("--method=cmaml", "--config.num_tasks=2",
                     "--config.samples_per_task=100", "--seed=3",
-                    f"--compilation_cache_dir={cache}", workdir=str(workdir))
+                    f"--compilation_cache_dir={cache}", f"--timeline={timeline}",
+                    workdir=str(workdir))
   assert result.returncode == 0, result.stderr[-3000:]
+  phases = {p["phase"]: p for p in json.loads(timeline.read_text())["phases"]}
+  assert phases["evaluate"]["calls"] == 3  # the untrained model and each task
+  assert phases["train_program"]["calls"] >= 2 and phases["build"]["calls"] == 1
+  assert {"imports_and_flags", "compile_train_program", "write_outputs"} <= set(phases)
   assert any(cache.iterdir()), "the task program should be in the compilation cache"
   assert "task 2/2" in result.stderr and "RA" in result.stderr
   assert (workdir / "results.json").exists()

@@ -1,0 +1,85 @@
+"""Where a run's wall time goes: named phases, timed on the host.
+
+  timeline = Timeline()
+  with timeline.span("evaluate"):
+    ...
+  timeline.phases()  # [{"phase", "seconds", "calls", "first_at_s"}], in order met
+
+`train.run(..., timeline=...)` records its phases into one (benchmarks/
+run_timeline.py prints them); without one it uses `NO_TIMELINE`, whose spans do
+nothing. Spans are host wall time: a span that ends by reading a device result
+(a program's metrics, an accuracy row) includes the device work it waited for,
+and one that only dispatches does not. Spans may nest; each phase's seconds are
+its own total, so nested phases are counted again in their parents.
+Each span is also a `jax.profiler.TraceAnnotation`, so a profiler trace taken
+around the run shows the same names.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Iterator
+
+import jax
+
+from lamaml_jax import io_utils
+
+
+class Timeline:
+  """Accumulates the wall time of named spans, relative to its creation."""
+
+  def __init__(self, origin: float | None = None):
+    """`origin`: a `time.perf_counter()` reading to count `first_at_s` from
+    (default: now)."""
+    self.origin = time.perf_counter() if origin is None else origin
+    self._phases: dict[str, dict] = {}
+
+  @contextlib.contextmanager
+  def span(self, name: str) -> Iterator[None]:
+    began = time.perf_counter()
+    phase = self._phase(name, began)  # listed where it starts, before nested ones
+    try:
+      with jax.profiler.TraceAnnotation(name):
+        yield
+    finally:
+      phase["seconds"] += time.perf_counter() - began
+      phase["calls"] += 1
+
+  def add(self, name: str, seconds: float, began: float | None = None) -> None:
+    """Adds a span measured elsewhere (`began`: its perf_counter start)."""
+    phase = self._phase(name, time.perf_counter() - seconds if began is None else began)
+    phase["seconds"] += seconds
+    phase["calls"] += 1
+
+  def _phase(self, name: str, began: float) -> dict:
+    return self._phases.setdefault(name, {
+        "phase": name, "seconds": 0.0, "calls": 0,
+        "first_at_s": round(began - self.origin, 3)})
+
+  def phases(self) -> list[dict]:
+    """Each phase once, in the order first met, seconds rounded to ms."""
+    return [dict(p, seconds=round(p["seconds"], 3)) for p in self._phases.values()]
+
+  def write(self, path: str) -> None:
+    """{"phases": phases(), "total_s": seconds since the origin} as JSON."""
+    io_utils.atomic_write_json(path, {
+        "phases": self.phases(),
+        "total_s": round(time.perf_counter() - self.origin, 3)})
+
+
+class _NoTimeline:
+  """A timeline that records nothing (the default of `train.run`)."""
+
+  @contextlib.contextmanager
+  def span(self, name: str) -> Iterator[None]:
+    del name
+    yield
+
+  def add(self, name: str, seconds: float, began: float | None = None) -> None:
+    del name, seconds, began
+
+  def phases(self) -> list[dict]:
+    return []
+
+
+NO_TIMELINE = _NoTimeline()

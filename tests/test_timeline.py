@@ -1,0 +1,74 @@
+"""Timeline: phases accumulate wall time in the order first met."""
+import importlib.util
+import os
+import time
+
+from absl.testing import absltest
+
+from lamaml_jax import timeline as timeline_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_run_timeline():
+  spec = importlib.util.spec_from_file_location(
+      "run_timeline", os.path.join(ROOT, "benchmarks", "run_timeline.py"))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+class TimelineTest(absltest.TestCase):
+
+  def test_spans_accumulate_per_name_in_first_met_order(self):
+    t = timeline_lib.Timeline()
+    for _ in range(3):
+      with t.span("b"):
+        time.sleep(0.01)
+    with t.span("a"):
+      with t.span("inner"):  # nested spans count in both
+        time.sleep(0.02)
+    t.add("c", 1.5)
+    phases = t.phases()
+    self.assertEqual([p["phase"] for p in phases], ["b", "a", "inner", "c"])
+    by_name = {p["phase"]: p for p in phases}
+    self.assertEqual(by_name["b"]["calls"], 3)
+    self.assertBetween(by_name["b"]["seconds"], 0.03, 1.0)
+    self.assertGreaterEqual(by_name["a"]["seconds"], by_name["inner"]["seconds"])
+    self.assertEqual(by_name["c"]["seconds"], 1.5)
+    self.assertLessEqual(by_name["b"]["first_at_s"], by_name["a"]["first_at_s"])
+
+  def test_a_span_that_raises_is_still_counted(self):
+    t = timeline_lib.Timeline()
+    with self.assertRaises(ValueError):
+      with t.span("failing"):
+        raise ValueError
+    self.assertEqual(t.phases()[0]["calls"], 1)
+
+  def test_no_timeline_records_nothing(self):
+    with timeline_lib.NO_TIMELINE.span("x"):
+      pass
+    timeline_lib.NO_TIMELINE.add("y", 1.0)
+    self.assertEqual(timeline_lib.NO_TIMELINE.phases(), [])
+
+  def test_breakdown_derives_other_and_interpreter_time(self):
+    def trial(compile_s, run_s, total, wall):
+      return {"phases": [{"phase": "compile_train_program", "seconds": compile_s,
+                          "calls": 1},
+                         {"phase": "train_program", "seconds": run_s, "calls": 20}],
+              "total_s": total, "process_wall_s": wall}
+    out = load_run_timeline().breakdown(
+        [trial(4.0, 7.0, 9.0, 10.0), trial(5.0, 8.0, 9.5, 10.0), trial(3.0, 6.0, 9.0, 11.0)])
+    rows = {r["phase"]: r for r in out["phases"]}
+    self.assertEqual(rows["compile_train_program"]["seconds"], 4.0)
+    self.assertTrue(rows["compile_train_program"]["background"])
+    self.assertEqual(rows["train_program"]["seconds"], 7.0)
+    # other = total - foreground phases: 2.0, 1.5, 3.0 -> median 2.0
+    self.assertEqual(rows["other"]["seconds"], 2.0)
+    # interpreter = wall - total: 1.0, 0.5, 2.0 -> median 1.0
+    self.assertEqual(rows["interpreter_and_exit"]["seconds"], 1.0)
+    self.assertEqual(out["process_wall_s_median"], 10.0)
+
+
+if __name__ == "__main__":
+  absltest.main()
