@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,13 +27,12 @@ import time
 from absl import app
 from absl import flags
 
+from lamaml_jax import timeline as timeline_lib
+
 CACHE = flags.DEFINE_enum("cache", "both", ["cold", "warm", "both"],
                           "Persistent compilation cache state of the timed runs.")
 TRIALS = flags.DEFINE_integer("trials", 3, "Timed processes per cache state.")
 JSON = flags.DEFINE_string("json", None, "Also write the figures here.")
-
-BACKGROUND = ("compile_train_program",)
-
 
 def timed_process(main_flags: list[str], cache_dir: str) -> dict:
   """One run of lamaml_jax.main: its timeline plus the process's wall time."""
@@ -51,30 +49,6 @@ def timed_process(main_flags: list[str], cache_dir: str) -> dict:
       out = json.load(f)
   out["process_wall_s"] = round(wall, 3)
   return out
-
-
-def breakdown(trials: list[dict]) -> dict:
-  """Median seconds per phase over trials, with the derived rows."""
-  names = []
-  for t in trials:
-    names += [p["phase"] for p in t["phases"] if p["phase"] not in names]
-  rows = []
-  for name in names:
-    found = [next((p for p in t["phases"] if p["phase"] == name), None) for t in trials]
-    rows.append({"phase": name, "background": name in BACKGROUND,
-                 "seconds": statistics.median(p["seconds"] if p else 0.0 for p in found),
-                 "calls": max(p["calls"] if p else 0 for p in found)})
-  other = statistics.median(
-      t["total_s"] - sum(p["seconds"] for p in t["phases"] if p["phase"] not in BACKGROUND)
-      for t in trials)
-  rows.append({"phase": "other", "background": False, "seconds": other, "calls": None})
-  rows.append({"phase": "interpreter_and_exit", "background": False, "calls": None,
-               "seconds": statistics.median(t["process_wall_s"] - t["total_s"]
-                                            for t in trials)})
-  walls = [t["process_wall_s"] for t in trials]
-  return {"phases": [dict(r, seconds=round(r["seconds"], 3)) for r in rows],
-          "process_wall_s_median": statistics.median(walls),
-          "process_wall_s_trials": walls}
 
 
 def table(name: str, figures: dict) -> str:
@@ -103,7 +77,7 @@ def main(argv):
         else:
           with tempfile.TemporaryDirectory() as cold_cache:
             trials.append(timed_process(main_flags, cold_cache))
-    out[state] = breakdown(trials)
+    out[state] = timeline_lib.breakdown(trials)
     print(table(state, out[state]), flush=True)
   if JSON.value:
     with open(JSON.value, "w") as f:

@@ -17,12 +17,16 @@ around the run shows the same names.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import time
 from typing import Iterator
 
 import jax
 
 from lamaml_jax import io_utils
+
+# Phases that run beside the others (in a thread), so they are not in the sum.
+BACKGROUND_PHASES = ("compile_train_program",)
 
 
 class Timeline:
@@ -83,3 +87,34 @@ class _NoTimeline:
 
 
 NO_TIMELINE = _NoTimeline()
+
+
+def breakdown(trials: list[dict]) -> dict:
+  """Median seconds per phase over timed processes, with two derived rows.
+
+  `trials`: each a written timeline plus "process_wall_s" (the process's wall
+  time measured from outside). Rows: each phase (median seconds, calls per
+  run, whether it ran in the background), then "other" (the run's time no
+  foreground phase covers) and "interpreter_and_exit" (process wall time less
+  the timeline's total).
+  """
+  names = []
+  for t in trials:
+    names += [p["phase"] for p in t["phases"] if p["phase"] not in names]
+  rows = []
+  for name in names:
+    found = [next((p for p in t["phases"] if p["phase"] == name), None) for t in trials]
+    rows.append({"phase": name, "background": name in BACKGROUND_PHASES,
+                 "seconds": statistics.median(p["seconds"] if p else 0.0 for p in found),
+                 "calls": max(p["calls"] if p else 0 for p in found)})
+  other = statistics.median(
+      t["total_s"] - sum(p["seconds"] for p in t["phases"] if p["phase"] not in BACKGROUND_PHASES)
+      for t in trials)
+  rows.append({"phase": "other", "background": False, "seconds": other, "calls": None})
+  rows.append({"phase": "interpreter_and_exit", "background": False, "calls": None,
+               "seconds": statistics.median(t["process_wall_s"] - t["total_s"]
+                                            for t in trials)})
+  walls = [t["process_wall_s"] for t in trials]
+  return {"phases": [dict(r, seconds=round(r["seconds"], 3)) for r in rows],
+          "process_wall_s_median": statistics.median(walls),
+          "process_wall_s_trials": walls}

@@ -1,21 +1,9 @@
 """Timeline: phases accumulate wall time in the order first met."""
-import importlib.util
-import os
 import time
 
 from absl.testing import absltest
 
 from lamaml_jax import timeline as timeline_lib
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_run_timeline():
-  spec = importlib.util.spec_from_file_location(
-      "run_timeline", os.path.join(ROOT, "benchmarks", "run_timeline.py"))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 class TimelineTest(absltest.TestCase):
@@ -57,7 +45,7 @@ class TimelineTest(absltest.TestCase):
                           "calls": 1},
                          {"phase": "train_program", "seconds": run_s, "calls": 20}],
               "total_s": total, "process_wall_s": wall}
-    out = load_run_timeline().breakdown(
+    out = timeline_lib.breakdown(
         [trial(4.0, 7.0, 9.0, 10.0), trial(5.0, 8.0, 9.5, 10.0), trial(3.0, 6.0, 9.0, 11.0)])
     rows = {r["phase"]: r for r in out["phases"]}
     self.assertEqual(rows["compile_train_program"]["seconds"], 4.0)
