@@ -27,7 +27,9 @@ import time
 from absl import app
 from absl import flags
 
-from lamaml_jax import timeline as timeline_lib
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from lamaml_jax import timeline as timeline_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 CACHE = flags.DEFINE_enum("cache", "both", ["cold", "warm", "both"],
                           "Persistent compilation cache state of the timed runs.")
@@ -41,7 +43,7 @@ def timed_process(main_flags: list[str], cache_dir: str) -> dict:
     cmd = [sys.executable, "-m", "lamaml_jax.main", f"--workdir={tmp}/run",
            f"--compilation_cache_dir={cache_dir}", f"--timeline={path}", *main_flags]
     began = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
     wall = time.perf_counter() - began
     if proc.returncode != 0:
       raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")

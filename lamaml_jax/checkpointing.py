@@ -30,7 +30,6 @@ from typing import Any, Optional
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 
 from lamaml_jax import distributed
 
@@ -124,6 +123,10 @@ class Checkpointer:
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
+    # orbax loads here rather than at start-up (a few tenths of a second):
+    # train.run opens its checkpoints while the task program compiles.
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    self._ocp = ocp
     self.directory = os.path.abspath(directory)
     _silence_late_tensorstore_callbacks()
     self._manager = ocp.CheckpointManager(
@@ -143,7 +146,7 @@ class Checkpointer:
         lambda a: np.array(a) if isinstance(a, (jax.Array, np.ndarray)) else a, item)
     with self._file_system_errors():
       self._manager.wait_until_finished()  # one write at a time
-      self._manager.save(step, args=ocp.args.StandardSave(
+      self._manager.save(step, args=self._ocp.args.StandardSave(
           {ITEM: host, DIGEST: tree_digest(host)}), force=True)
 
   @contextlib.contextmanager
@@ -170,7 +173,7 @@ class Checkpointer:
         message says how to start afresh.
     """
     abstract = jax.tree_util.tree_map(
-        ocp.utils.to_shape_dtype_struct,
+        self._ocp.utils.to_shape_dtype_struct,
         {ITEM: template, DIGEST: np.zeros((32,), np.uint8)})
     failed = []
     for step in sorted(self._manager.all_steps(), reverse=True):
@@ -198,7 +201,7 @@ class Checkpointer:
 
   def _restore_verified(self, step: int, abstract: Any) -> Any:
     try:
-      restored = self._manager.restore(step, args=ocp.args.StandardRestore(abstract))
+      restored = self._manager.restore(step, args=self._ocp.args.StandardRestore(abstract))
     except Exception as e:  # orbax raises many types; all mean "cannot be read".
       raise _Unverified(f"cannot be read ({_short(e)})") from e
     if not np.array_equal(np.asarray(restored[DIGEST]), tree_digest(restored[ITEM])):

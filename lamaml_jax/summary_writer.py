@@ -14,9 +14,6 @@ from typing import Mapping, Optional, Union
 import uuid
 
 import numpy as np
-from tensorboardX import summary as tbx_summary
-from tensorboardX.event_file_writer import EventsWriter
-from tensorboardX.proto import event_pb2
 
 
 class SummaryWriter:
@@ -29,6 +26,14 @@ class SummaryWriter:
   """
 
   def __init__(self, logdir: Union[str, os.PathLike], purge_step: Optional[int] = None):
+    # tensorboardX loads with the first writer, not at start-up: train.run opens
+    # its writer while the task program compiles.
+    # pylint: disable=g-import-not-at-top
+    from tensorboardX import summary as tbx_summary
+    from tensorboardX.event_file_writer import EventsWriter
+    from tensorboardX.proto import event_pb2
+    # pylint: enable=g-import-not-at-top
+    self._event_pb2, self._scalar_summary = event_pb2, tbx_summary.scalar
     self.logdir = os.fspath(logdir)
     os.makedirs(self.logdir, exist_ok=True)
     self._writer = EventsWriter(os.path.join(self.logdir, "events"),
@@ -46,9 +51,9 @@ class SummaryWriter:
 
   def scalar(self, tag: str, value, step: int) -> None:
     """Logs one scalar; `value` may be a Python, numpy or jax scalar."""
-    self._writer.write_event(event_pb2.Event(
+    self._writer.write_event(self._event_pb2.Event(
         wall_time=time.time(), step=int(step),
-        summary=tbx_summary.scalar(tag, float(np.asarray(value)))))
+        summary=self._scalar_summary(tag, float(np.asarray(value)))))
 
   def scalars(self, values: Mapping[str, float], step: int) -> None:
     """Logs each `tag: value` of `values` as its own scalar at `step`."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import json
 import math
 import os
@@ -47,7 +48,6 @@ from lamaml_jax import io_utils
 from lamaml_jax import members as members_lib
 from lamaml_jax import metrics as metrics_lib
 from lamaml_jax import networks
-from lamaml_jax import plots
 from lamaml_jax import program_length
 from lamaml_jax import provenance
 from lamaml_jax import schedules
@@ -603,6 +603,7 @@ def _results(config, parts: Parts, progress: Progress, state, wall: float) -> di
 
 def _write_outputs(workdir: str, results: dict, acc: np.ndarray, title: str) -> None:
   """results.json, then plots of the members' mean accuracy matrix."""
+  from lamaml_jax import plots  # pylint: disable=g-import-not-at-top  (see _run_locked)
   io_utils.atomic_write_json(os.path.join(workdir, RESULTS_FILE), results)
   done = results["tasks_completed"]
   if done > 0:
@@ -745,6 +746,10 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                       config.keep_checkpoints)
     newest_step = ckpt.latest_step()
+  # matplotlib loads now, while the task program compiles in the background,
+  # rather than at the end of the run, where nothing overlaps it.
+  with timeline.span("import_plots"):
+    importlib.import_module("lamaml_jax.plots")
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
   newest = distributed.agree([-1 if newest_step is None else newest_step])
