@@ -3,6 +3,8 @@ r"""Speed figures of the La-MAML learners, printed as a table and JSON.
   python benchmarks/speed.py                       # all cases
   python benchmarks/speed.py --cases=mnist_fo,cifar_so --repeats=30
   python benchmarks/speed.py --full_run            # + full 20-task mnist5k_rotations runs
+  python benchmarks/speed.py --cases= --full_run \
+      --official_full_cmd="PYTHON main.py FLAGS"   # whole processes, back to back
   python benchmarks/speed.py --cifar_run --members=1,8,32   # accelerator figures
   python benchmarks/speed.py --official_json=official.json  # beside the official code
   python benchmarks/speed.py --cases=mnist_fo,cifar_so \
@@ -19,6 +21,11 @@ fresh process (no in-process or persistent compilation cache), so compilation,
 data, evaluation and outputs are included. On a shared machine one run can take
 30% longer than the next, so several are timed and the fastest and the median
 reported, with the process's own wall time (interpreter start and imports too).
+With --official_full_cmd (the official `main.py` on the same tasks, e.g. those
+`benchmarks/official_mnist_data.py` writes, with `run_experiments.sh`'s flags),
+--full_run instead times whole processes back to back, round by round: the
+official command, then `python -m lamaml_jax.main` cold (an empty compilation
+cache) and warm (a cache an untimed first run filled), and prints the ratios.
 """
 from __future__ import annotations
 
@@ -40,7 +47,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lamaml_jax import networks  # pylint: disable=wrong-import-position
@@ -162,6 +170,12 @@ OFFICIAL_CMD = flags.DEFINE_string(
     "environment with torch). Each case with an official configuration is then "
     "timed back to back with it for --official_rounds rounds, and the median "
     "speed-up printed: the fairest comparison on a machine whose speed drifts.")
+OFFICIAL_FULL_CMD = flags.DEFINE_string(
+    "official_full_cmd", None, "With --full_run: the official main.py run on the "
+    "same tasks as the default run, as a shell-style command (its environment and "
+    "thread setting included, e.g. 'env OMP_NUM_THREADS=1 PYTHON main.py ...'). "
+    "Each of --full_run_trials rounds then times it, our default run cold and our "
+    "run warm, each as a whole process, and the ratios are printed.")
 OFFICIAL_ROUNDS = flags.DEFINE_integer("official_rounds", 3, "Rounds of --official_cmd.",
                                        lower_bound=1)
 OFFICIAL_JSON = flags.DEFINE_string(
@@ -383,6 +397,47 @@ def cold_full_runs(trials: int, run=subprocess.run) -> dict:
           "ra": results[0]["ra"], "meta_updates": results[0]["meta_updates"]}
 
 
+def whole_process_comparison(official_cmd: str, rounds: int, main_flags=(),
+                             run=subprocess.run, clock=time.perf_counter) -> dict:
+  """Whole-process wall times of the official command and of our main, interleaved.
+
+  An untimed run of `python -m lamaml_jax.main [main_flags]` first fills a
+  compilation cache; then each round times the official command, our run with
+  an empty cache (cold) and our run with the filled one (warm), each in a fresh
+  workdir, so that the machine's drift falls on all three alike.
+
+  Returns:
+    {"official_s", "cold_s", "warm_s": one per round, "cold_speed_up" and
+    "warm_speed_up": official / ours per round, and their "_median"s}.
+  """
+  def timed(cmd, cwd=None):
+    began = clock()
+    proc = run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
+    wall = clock() - began
+    if proc.returncode != 0:
+      raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
+                         f"{proc.stderr[-3000:]}")
+    return round(wall, 2)
+
+  out = {"official_s": [], "cold_s": [], "warm_s": []}
+  with tempfile.TemporaryDirectory() as tmp:
+    def ours(cache, name):
+      return [sys.executable, "-m", "lamaml_jax.main", f"--workdir={tmp}/{name}",
+              f"--compilation_cache_dir={cache}", *main_flags]
+    warm_cache = os.path.join(tmp, "warm_cache")
+    timed(ours(warm_cache, "fill"), ROOT)
+    for r in range(rounds):
+      out["official_s"].append(timed(shlex.split(official_cmd)))
+      out["cold_s"].append(timed(ours(os.path.join(tmp, f"cold_cache{r}"), f"cold{r}"),
+                                 ROOT))
+      out["warm_s"].append(timed(ours(warm_cache, f"warm{r}"), ROOT))
+  for kind in ("cold", "warm"):
+    ratios = [round(o / t, 2) for o, t in zip(out["official_s"], out[f"{kind}_s"])]
+    out[f"{kind}_speed_up"] = ratios
+    out[f"{kind}_speed_up_median"] = statistics.median(ratios)
+  return out
+
+
 def time_members(case: str, counts: list[int], steps: int = 20):
   """ms per observe of M members vmapped in one task program, for each M.
 
@@ -457,7 +512,15 @@ def main(argv):
         lambda case: run_official_harness(OFFICIAL_CMD.value, case),
         OFFICIAL_ROUNDS.value)
     print("\n".join(interleaved_rows(figures["interleaved"])), flush=True)
-  if FULL_RUN.value:
+  if FULL_RUN.value and OFFICIAL_FULL_CMD.value:
+    r = whole_process_comparison(OFFICIAL_FULL_CMD.value, FULL_RUN_TRIALS.value)
+    figures["whole_process_comparison"] = r
+    print(f"whole processes, back to back ({FULL_RUN_TRIALS.value} rounds): official "
+          f"{statistics.median(r['official_s']):.1f} s, ours cold "
+          f"{statistics.median(r['cold_s']):.1f} s ({r['cold_speed_up_median']:.1f}x), "
+          f"warm {statistics.median(r['warm_s']):.1f} s "
+          f"({r['warm_speed_up_median']:.1f}x)", flush=True)
+  elif FULL_RUN.value:
     figures["full_run_mnist5k_rotations"] = (
         full_run("mnist5k_rotations") if FULL_RUN_TRIALS.value == 1
         else cold_full_runs(FULL_RUN_TRIALS.value))

@@ -15,15 +15,23 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-# One persistent XLA compilation cache per test process, fresh each session (set
-# before any test module compiles anything): the many tests that build the same
-# small runs compile each program once. A cached executable is the same compiled
-# code, so no result changes.
+# One persistent XLA compilation cache per test session, fresh each session and
+# shared by the pytest-xdist workers and the processes tests start (they inherit
+# it through JAX's environment variables unless they name a cache of their own):
+# the many tests that build the same small runs compile each program once. The
+# process that starts the session (xdist's controller, or a plain pytest) makes
+# it and removes it at exit; a pytest a test starts uses its starter's. A cached executable is the same compiled code, so
+# no result changes.
+if "LAMAML_JAX_TEST_XLA_CACHE" not in os.environ:
+  os.environ["LAMAML_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lamaml_jax_test_xla_")
+  atexit.register(shutil.rmtree, os.environ["LAMAML_JAX_TEST_XLA_CACHE"],
+                  ignore_errors=True)
+os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["LAMAML_JAX_TEST_XLA_CACHE"]
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  (after the env)
-_XLA_CACHE = tempfile.mkdtemp(prefix="lamaml_jax_test_xla_")
-atexit.register(shutil.rmtree, _XLA_CACHE, ignore_errors=True)
-jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
-jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.3)
+jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
 @pytest.fixture(scope="session")

@@ -169,3 +169,40 @@ def test_cli_compares_back_to_back_with_a_harness_command(tmp_path, env):
   got = json.loads(out.read_text())["interleaved"]["mnist_er"]
   assert got["official_ms"] == [50.0, 50.0] and len(got["speed_up"]) == 2
   assert got["speed_up_median"] > 0
+
+
+def test_whole_processes_are_timed_back_to_back_after_an_untimed_warm_up(speed):
+  # Each process "takes" the next of these seconds on a fake clock.
+  seconds = iter([9.0,                   # the untimed run filling the warm cache
+                  300.0, 30.0, 20.0,     # round 1: official, ours cold, ours warm
+                  330.0, 33.0, 30.0])    # round 2
+  calls, now = [], [0.0]
+
+  def fake_run(cmd, cwd=None, **kwargs):
+    calls.append((cmd, cwd))
+    now[0] += next(seconds)
+    return subprocess.CompletedProcess(cmd, 0, "", "")
+
+  got = speed.whole_process_comparison("off/python main.py --seed 0", 2,
+                                       main_flags=["--method=er"], run=fake_run,
+                                       clock=lambda: now[0])
+  assert got["official_s"] == [300.0, 330.0]
+  assert got["cold_s"] == [30.0, 33.0] and got["warm_s"] == [20.0, 30.0]
+  assert got["cold_speed_up"] == [10.0, 10.0] and got["cold_speed_up_median"] == 10.0
+  assert got["warm_speed_up"] == [15.0, 11.0] and got["warm_speed_up_median"] == 13.0
+  official = [c for c, _ in calls if c[0] == "off/python"]
+  assert official == [["off/python", "main.py", "--seed", "0"]] * 2
+  ours = [c for c, cwd in calls if c[0] == sys.executable]
+  assert len(ours) == 5 and all(c[1:3] == ["-m", "lamaml_jax.main"] for c in ours)
+  assert all(c[-1] == "--method=er" for c in ours)
+  flag = lambda c, name: next(a for a in c if a.startswith(name)).split("=", 1)[1]
+  caches = [flag(c, "--compilation_cache_dir=") for c in ours]
+  # The warm runs use the filled cache; each cold run an empty one of its own.
+  assert caches[0] == caches[2] == caches[4] and len({caches[1], caches[3], caches[0]}) == 3
+  assert len({flag(c, "--workdir=") for c in ours}) == 5  # each run starts afresh
+
+
+def test_a_failing_whole_process_names_its_command(speed):
+  failed = lambda cmd, **kwargs: subprocess.CompletedProcess(cmd, 2, "", "no data")
+  with pytest.raises(RuntimeError, match=r"failed \(exit 2\):\nno data"):
+    speed.whole_process_comparison("python main.py", 1, run=failed)
