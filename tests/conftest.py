@@ -20,18 +20,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # it through JAX's environment variables unless they name a cache of their own):
 # the many tests that build the same small runs compile each program once. The
 # process that starts the session (xdist's controller, or a plain pytest) makes
-# it and removes it at exit; a pytest a test starts uses its starter's. A cached executable is the same compiled code, so
-# no result changes.
+# it and removes it at exit; a pytest that a test starts uses its starter's. A
+# cached executable is the same compiled code, so no result changes.
 if "LAMAML_JAX_TEST_XLA_CACHE" not in os.environ:
   os.environ["LAMAML_JAX_TEST_XLA_CACHE"] = tempfile.mkdtemp(prefix="lamaml_jax_test_xla_")
   atexit.register(shutil.rmtree, os.environ["LAMAML_JAX_TEST_XLA_CACHE"],
                   ignore_errors=True)
-os.environ["JAX_COMPILATION_CACHE_DIR"] = os.environ["LAMAML_JAX_TEST_XLA_CACHE"]
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.3"
+_XLA_CACHE, _MIN_COMPILE_S = os.environ["LAMAML_JAX_TEST_XLA_CACHE"], 0.3
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(_MIN_COMPILE_S)
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  (after the env)
-jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
-jax.config.update("jax_persistent_cache_min_compile_time_secs",
-                  float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", _MIN_COMPILE_S)
 
 
 @pytest.fixture(scope="session")
