@@ -206,3 +206,14 @@ def test_a_failing_whole_process_names_its_command(speed):
   failed = lambda cmd, **kwargs: subprocess.CompletedProcess(cmd, 2, "", "no data")
   with pytest.raises(RuntimeError, match=r"failed \(exit 2\):\nno data"):
     speed.whole_process_comparison("python main.py", 1, run=failed)
+
+
+@pytest.mark.parametrize("epoch, pushed", [(0, 20), (1, 0)])
+def test_cases_time_the_epoch_asked_for(speed, epoch, pushed):
+  # Epoch 0, as in a single-pass run and the official harness: every timed
+  # La-MAML call pushes its 10 samples to replay; a later epoch pushes none.
+  timer = speed.CaseTimer("lamaml", "mnist5k_rotations", {"glances": 1}, repeats=2,
+                          protocol=(1, 1), timed_epoch=epoch)
+  before = int(timer._state.memory.seen)
+  after, _ = timer._program()
+  assert int(after.memory.seen) - before == pushed
