@@ -19,10 +19,8 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
-import time
 
 from absl import app
 from absl import flags
@@ -42,11 +40,7 @@ def timed_process(main_flags: list[str], cache_dir: str) -> dict:
     path = os.path.join(tmp, "timeline.json")
     cmd = [sys.executable, "-m", "lamaml_jax.main", f"--workdir={tmp}/run",
            f"--compilation_cache_dir={cache_dir}", f"--timeline={path}", *main_flags]
-    began = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=ROOT)
-    wall = time.perf_counter() - began
-    if proc.returncode != 0:
-      raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    wall = timeline_lib.timed_process(cmd, cwd=ROOT)
     with open(path) as f:
       out = json.load(f)
   out["process_wall_s"] = round(wall, 3)

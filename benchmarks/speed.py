@@ -53,6 +53,7 @@ sys.path.insert(0, ROOT)
 import configs  # pylint: disable=g-import-not-at-top,wrong-import-position
 from lamaml_jax import networks  # pylint: disable=wrong-import-position
 from lamaml_jax import replay as replay_lib  # pylint: disable=wrong-import-position
+from lamaml_jax import timeline  # pylint: disable=wrong-import-position
 from lamaml_jax import train  # pylint: disable=wrong-import-position
 from lamaml_jax.learners import make_learner  # pylint: disable=wrong-import-position
 from lamaml_jax.learners.base import BuildContext  # pylint: disable=wrong-import-position
@@ -390,13 +391,9 @@ def cold_full_runs(trials: int, run=subprocess.run) -> dict:
   for _ in range(trials):
     with tempfile.TemporaryDirectory() as tmp:
       path = os.path.join(tmp, "figures.json")
-      t0 = time.perf_counter()
-      proc = run([sys.executable, os.path.abspath(__file__), "--cases=", "--full_run",
-                  "--full_run_trials=1", f"--json={path}"],
-                 capture_output=True, text=True, check=False)
-      process_walls.append(round(time.perf_counter() - t0, 1))
-      if proc.returncode != 0:
-        raise RuntimeError(f"A --full_run process failed:\n{proc.stderr[-3000:]}")
+      cmd = [sys.executable, os.path.abspath(__file__), "--cases=", "--full_run",
+             "--full_run_trials=1", f"--json={path}"]
+      process_walls.append(round(timeline.timed_process(cmd, run=run), 1))
       with open(path) as f:
         results.append(json.load(f)["full_run_mnist5k_rotations"])
   walls = [r["wall_s"] for r in results]
@@ -419,13 +416,7 @@ def whole_process_comparison(official_cmd: str, rounds: int, main_flags=(),
     "warm_speed_up": official / ours per round, and their "_median"s}.
   """
   def timed(cmd, cwd=None):
-    began = clock()
-    proc = run(cmd, cwd=cwd, capture_output=True, text=True, check=False)
-    wall = clock() - began
-    if proc.returncode != 0:
-      raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
-                         f"{proc.stderr[-3000:]}")
-    return round(wall, 2)
+    return round(timeline.timed_process(cmd, cwd, run=run, clock=clock), 2)
 
   out = {"official_s": [], "cold_s": [], "warm_s": []}
   with tempfile.TemporaryDirectory() as tmp:

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import subprocess
 import time
-from typing import Iterator
+from typing import Callable, Iterator, Sequence
 
 import jax
 
@@ -118,3 +119,21 @@ def breakdown(trials: list[dict]) -> dict:
   return {"phases": [dict(r, seconds=round(r["seconds"], 3)) for r in rows],
           "process_wall_s_median": statistics.median(walls),
           "process_wall_s_trials": walls}
+
+
+def timed_process(cmd: Sequence[str], cwd: str | None = None,
+                  run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+                  clock: Callable[[], float] = time.perf_counter) -> float:
+  """Wall seconds of the command `cmd` run to completion as a fresh process.
+
+  Raises RuntimeError naming the command, its exit status and the tail of its
+  stderr if it fails. `run` and `clock` stand in for `subprocess.run` and
+  `time.perf_counter` (tests pass fakes).
+  """
+  began = clock()
+  proc = run(list(cmd), cwd=cwd, capture_output=True, text=True, check=False)
+  wall = clock() - began
+  if proc.returncode != 0:
+    raise RuntimeError(f"{' '.join(cmd)} failed (exit {proc.returncode}):\n"
+                       f"{proc.stderr[-3000:]}")
+  return wall

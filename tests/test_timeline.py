@@ -1,4 +1,6 @@
 """Timeline: phases accumulate wall time in the order first met."""
+import subprocess
+import sys
 import time
 
 from absl.testing import absltest
@@ -56,6 +58,28 @@ class TimelineTest(absltest.TestCase):
     # interpreter = wall - total: 1.0, 0.5, 2.0 -> median 1.0
     self.assertEqual(rows["interpreter_and_exit"]["seconds"], 1.0)
     self.assertEqual(out["process_wall_s_median"], 10.0)
+
+  def test_timed_process_times_the_command_and_names_it_when_it_fails(self):
+    now, calls = [10.0], []
+
+    def fake_run(cmd, cwd=None, **kwargs):
+      calls.append((cmd, cwd, kwargs))
+      now[0] += 2.5
+      return subprocess.CompletedProcess(cmd, 0 if cmd[0] == "ok" else 3, "", "disk full")
+
+    wall = timeline_lib.timed_process(("ok", "--flag"), "/w", run=fake_run,
+                                      clock=lambda: now[0])
+    self.assertEqual(wall, 2.5)
+    self.assertEqual(calls[0][:2], (["ok", "--flag"], "/w"))
+    self.assertTrue(calls[0][2]["capture_output"])
+    with self.assertRaisesRegex(RuntimeError, r"bad --x failed \(exit 3\):\ndisk full"):
+      timeline_lib.timed_process(["bad", "--x"], run=fake_run, clock=lambda: now[0])
+
+  def test_timed_process_runs_a_real_process(self):
+    wall = timeline_lib.timed_process([sys.executable, "-c", "import time; time.sleep(0.2)"])
+    self.assertBetween(wall, 0.2, 30.0)
+    with self.assertRaisesRegex(RuntimeError, "exit 4"):
+      timeline_lib.timed_process([sys.executable, "-c", "raise SystemExit(4)"])
 
 
 if __name__ == "__main__":
