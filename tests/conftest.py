@@ -27,11 +27,33 @@ if "LAMAML_JAX_TEST_XLA_CACHE" not in os.environ:
   atexit.register(shutil.rmtree, os.environ["LAMAML_JAX_TEST_XLA_CACHE"],
                   ignore_errors=True)
 _XLA_CACHE, _MIN_COMPILE_S = os.environ["LAMAML_JAX_TEST_XLA_CACHE"], 0.3
-os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
-os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(_MIN_COMPILE_S)
+
+# The suite is bound by XLA:CPU compilation (three quarters of its time goes to
+# compiling hundreds of small, distinct programs), so tests compile without
+# LLVM's optimisations and without the fusion emitters: half the suite's time.
+# Results then differ from a production build by float rounding only, which the
+# tests' tolerances (set against independent derivations) do not notice; tests
+# that hold two of our programs equal compile both alike. The processes tests
+# start inherit these flags; the `production_xla_env` fixture is the environment
+# without them, for the tests that run the production build. Set
+# LAMAML_JAX_TEST_XLA_FLAGS= (empty) to run the whole suite on production flags.
+TEST_XLA_FLAGS = os.environ.setdefault(
+    "LAMAML_JAX_TEST_XLA_FLAGS",
+    "--xla_backend_optimization_level=0 --xla_cpu_use_fusion_emitters=false")
+_OWN_XLA_FLAGS = os.environ.get("XLA_FLAGS", "").replace(TEST_XLA_FLAGS, "").strip()
+os.environ["XLA_FLAGS"] = f"{TEST_XLA_FLAGS} {_OWN_XLA_FLAGS}".strip()
 import jax  # pylint: disable=g-import-not-at-top,wrong-import-position  (after the env)
 jax.config.update("jax_compilation_cache_dir", _XLA_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", _MIN_COMPILE_S)
+
+
+@pytest.fixture
+def production_xla_env():
+  """The environment for a process that compiles as a production run does: the
+  suite's fast-compile XLA flags removed (any others kept)."""
+  env = {**os.environ, "LAMAML_JAX_TEST_XLA_FLAGS": ""}
+  env["XLA_FLAGS"] = _OWN_XLA_FLAGS
+  return env
 
 
 @pytest.fixture(scope="session")

@@ -82,7 +82,9 @@ def _start_processes(workdir, log_prefix, workdir_1=None):
   port = _free_port()
   cache = os.path.join(os.path.dirname(log_prefix), "xla_cache")
   argv = [f"--{k}={v}" for k, v in FLAGS.items()] + [f"--compilation_cache_dir={cache}"]
-  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  # One device a process: the suite's compile flags without any device count.
+  env = {**os.environ, "JAX_PLATFORMS": "cpu",
+         "XLA_FLAGS": os.environ.get("LAMAML_JAX_TEST_XLA_FLAGS", "")}
   procs = []
   for i in range(2):
     log = open(f"{log_prefix}.{i}.log", "w")

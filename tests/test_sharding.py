@@ -25,8 +25,8 @@ eight_devices = pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devic
 def test_the_device_tests_pass_on_eight_host_devices(tmp_path):
   if jax.device_count() >= 2:
     pytest.skip("already on several devices")
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8",
-         "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": (
+      f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=8")}
   proc = subprocess.run(
       [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
        "no:xdist", __file__],
