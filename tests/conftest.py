@@ -27,6 +27,8 @@ if "LAMAML_JAX_TEST_XLA_CACHE" not in os.environ:
   atexit.register(shutil.rmtree, os.environ["LAMAML_JAX_TEST_XLA_CACHE"],
                   ignore_errors=True)
 _XLA_CACHE, _MIN_COMPILE_S = os.environ["LAMAML_JAX_TEST_XLA_CACHE"], 0.3
+os.environ["JAX_COMPILATION_CACHE_DIR"] = _XLA_CACHE
+os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = str(_MIN_COMPILE_S)
 
 # The suite is bound by XLA:CPU compilation (three quarters of its time goes to
 # compiling hundreds of small, distinct programs), so tests compile without
