@@ -99,6 +99,11 @@ def all_tasks(memory: EpisodicMemory) -> Batch:
                weight=memory.valid.astype(jnp.float32))
 
 
+def first_tasks(memory: EpisodicMemory, r: int) -> EpisodicMemory:
+  """The memories of tasks 0..r-1 (r static): every array's first r task rows."""
+  return jax.tree_util.tree_map(lambda a: a[:r], memory)
+
+
 def batch(memory: EpisodicMemory, task: jax.Array) -> Batch:
   """Task `task`'s memory as a `Batch` of n samples (weight 0 on unfilled rows)."""
   return jax.tree_util.tree_map(lambda a: a[task], all_tasks(memory))

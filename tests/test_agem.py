@@ -61,14 +61,16 @@ def test_union_mean_projection_matches_the_closed_form():
   assert_step(build()[1], state, batch, expected, projected=1)
 
 
-def test_per_task_clipped_mean_projection_matches_the_closed_form():
-  """Official: g_ref = mean over past tasks of their clipped memory gradients."""
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_per_task_clipped_mean_projection_matches_the_closed_form(buckets):
+  """Official: g_ref = mean over past tasks of their clipped memory gradients
+  (read from all three memories, or with 3 buckets from the past two only)."""
   state, batch, rows, g, g_ref = find(want_conflict=True, reference=clipped_mean)
   assert min(np.linalg.norm(memory_grads(state.params, rows), axis=1)) > CLIP
   expected = project(g, g_ref)
   assert np.abs(project(g, union_grad(state.params, rows)) - expected).max() * LR > 1e-5
-  assert_step(build(agem_ref="per_task_clipped_mean")[1], state, batch, expected,
-              projected=1)
+  assert_step(build(agem_ref="per_task_clipped_mean", past_buckets=buckets)[1], state,
+              batch, expected, projected=1)
 
 
 def test_skip_task0_ignores_task_zero_memory():
@@ -118,7 +120,8 @@ def test_observe_traces_once_across_tasks_and_epochs_and_flags_nan():
 
 @pytest.mark.parametrize("field,value", [
     ("lr", float("nan")), ("glances", 0), ("n_memories", -1), ("grad_clip_norm", -1.0),
-    ("shared_pointer", "no"), ("agem_ref", "mean"), ("skip_task0", None)])
+    ("shared_pointer", "no"), ("agem_ref", "mean"), ("skip_task0", None),
+    ("past_buckets", -1)])
 def test_invalid_hyperparameters_name_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     agem.AGEMHparams(**{field: value})

@@ -230,11 +230,13 @@ def test_non_conflicting_gradient_is_left_untouched():
   assert_step(build()[1], state, batch, g, projected=0)
 
 
+@pytest.mark.parametrize("buckets", [1, 3])
 @pytest.mark.parametrize("clip_memory,margin", [(True, 0.0), (False, 0.5)])
-def test_conflicting_step_equals_quadprog_projection(clip_memory, margin):
+def test_conflicting_step_equals_quadprog_projection(clip_memory, margin, buckets):
   """ε = 1e-3; clipped memory gradients (official, ‖G_k‖ = 0.05, so ε matters)
   with margin 0 (the dual solution is off the bound), or raw ones (original GEM)
-  with margin 0.5; task-incremental heads."""
+  with margin 0.5; task-incremental heads. With 3 buckets the step at task 2
+  reads memories 0 and 1 only, with 1 all three."""
   state, batch, rows, g = find_problem(some_conflict)
   assert min(np.linalg.norm(memory_grads(state.params, rows), axis=1)) > CLIP
   G = memory_grads(state.params, rows, CLIP if clip_memory else None)
@@ -242,7 +244,8 @@ def test_conflicting_step_equals_quadprog_projection(clip_memory, margin):
   assert np.abs(expected - g).max() * LR > 1e-4  # the projection is visible
   if margin == 0:  # ε is visible too
     assert np.abs(quadprog_project(G, g, margin, 0.0) - expected).max() * LR > 1e-5
-  _, observe = build(clip_memory_grads=clip_memory, memory_strength=margin)
+  _, observe = build(clip_memory_grads=clip_memory, memory_strength=margin,
+                     past_buckets=buckets)
   _, metrics = assert_step(observe, state, batch, expected, projected=1)
   assert float(metrics["violations"]) == np.sum(G @ g < 0)
   assert float(metrics["qp_residual"]) < 1e-5
@@ -259,12 +262,14 @@ def test_projected_step_satisfies_the_constraints():
   assert np.min(cosines(G, g)) < -0.1  # it was violated before
 
 
-def test_future_and_current_task_memories_are_ignored():
-  """At task 1, memories of tasks 1 and 2 oppose g but are not constraints."""
+@pytest.mark.parametrize("buckets", [1, 3])
+def test_future_and_current_task_memories_are_ignored(buckets):
+  """At task 1, memories of tasks 1 and 2 oppose g but are not constraints (with
+  1 bucket they are read and masked, with 3 not read)."""
   state, batch, _, g = find_problem(
       lambda params, rows, g, _: np.all(memory_grads(params, rows) @ g < 0),
       past=(1, 2), current=1)
-  assert_step(build()[1], state, batch, g, projected=0)
+  assert_step(build(past_buckets=buckets)[1], state, batch, g, projected=0)
 
 
 def test_past_task_mask():
@@ -343,7 +348,7 @@ def test_predict_masks_to_the_task_head():
     ("lr", -0.1), ("glances", 0), ("n_memories", 0), ("n_memories", 2.5),
     ("grad_clip_norm", 0.0), ("grad_clip_norm", float("inf")), ("shared_pointer", 1),
     ("memory_strength", -0.5), ("qp_epsilon", float("nan")),
-    ("clip_memory_grads", "yes"), ("qp_iterations", 0)])
+    ("clip_memory_grads", "yes"), ("qp_iterations", 0), ("past_buckets", 0)])
 def test_invalid_hyperparameters_name_the_field(field, value):
   with pytest.raises(ValueError, match=field):
     gem.GEMHparams(**{field: value})
@@ -388,3 +393,28 @@ def test_auto_memory_gradients_follow_the_network():
       "past_only" if jax.default_backend() == "cpu" else "vmap")
   assert gem.memory_gradients_impl(gem.GEMHparams(memory_gradients="past_only"),
                                    mlp) == "past_only"
+
+
+@pytest.mark.parametrize("num_tasks,buckets,sizes", [
+    (20, 4, (5, 10, 15, 20)), (20, 1, (20,)), (3, 4, (1, 2, 3)), (10, 3, (4, 7, 10)),
+    (2, 2, (1, 2))])
+def test_prefix_sizes_are_the_ceilings_of_equal_shares(num_tasks, buckets, sizes):
+  assert gem.prefix_sizes(num_tasks, buckets) == sizes
+
+
+def test_on_past_prefix_reads_the_smallest_prefix_holding_every_past_task():
+  """Task t's past tasks are 0..t-1: the prefix read has the smallest R ≥ t."""
+  memory = episodic_memory.init(20, 2, (DIM,))
+  sizes = (5, 10, 15, 20)
+  read = jax.jit(lambda task: gem.on_past_prefix(
+      memory, task, lambda rows: jnp.int32(rows.y.shape[0]), sizes))
+  expected = {0: 5, 1: 5, 5: 5, 6: 10, 10: 10, 11: 15, 15: 15, 16: 20, 19: 20}
+  assert {t: int(read(jnp.int32(t))) for t in expected} == expected
+  assert gem.on_past_prefix(memory, jnp.int32(3), lambda rows: rows.y.shape[0],
+                            (20,)) == 20  # one size: no switch
+
+
+def test_past_buckets_default_to_the_backend():
+  assert gem.past_buckets_for(gem.GEMHparams()) == (
+      4 if jax.default_backend() == "cpu" else 1)
+  assert gem.past_buckets_for(gem.GEMHparams(past_buckets=2)) == 2

@@ -11,6 +11,8 @@ One `observe` call on B samples of task t (the stream gives one task per batch):
      (`qp.solve_box_qp`; a zero row of G decouples and its v_k = margin multiplies
      nothing), g ← Gᵀv + g (not re-clipped); else g is left as it is.
   4. θ ← θ − lr g.
+Steps 1 and 3 read only the first R of the T memories, R ≥ t
+(`past_buckets`, `on_past_prefix`): the rows beyond R are never past ones.
 Since the current task's memory is never among the past ones, writing it once
 before the glances equals the official write inside glance 0. Metrics (of the last
 glance): 'loss' (the batch's, before its step), 'finite', 'violations' (past tasks
@@ -63,6 +65,12 @@ class EpisodicHparams:
     memory_gradients: how the past tasks' gradients are computed
       (`task_gradients`: 'vmap', 'past_only', or 'auto': past_only for a conv
       net on CPU, vmap otherwise); the same numbers.
+    past_buckets: the correction reads only the first R task memories, R the
+      smallest of ⌈T·i / past_buckets⌉ (i = 1..past_buckets) that holds every
+      past task (`on_past_prefix`); 1 reads all T on every call. The same
+      numbers up to rounding. None: 4 on CPU, 1 elsewhere (`past_buckets_for`);
+      with vmapped members (`member_batching='vmap'`) every bucket is computed,
+      so set 1 there.
   """
   lr: float = 0.03
   glances: int = 1
@@ -70,6 +78,7 @@ class EpisodicHparams:
   grad_clip_norm: Optional[float] = 2.0
   shared_pointer: bool = False
   memory_gradients: str = "auto"
+  past_buckets: Optional[int] = None
 
   def __post_init__(self):
     base.check_positive("lr", self.lr)
@@ -81,6 +90,8 @@ class EpisodicHparams:
     if self.memory_gradients not in MEMORY_GRADIENTS:
       raise ValueError(f"memory_gradients must be one of {MEMORY_GRADIENTS}, got "
                        f"{self.memory_gradients!r}.")
+    if self.past_buckets is not None:
+      base.check_at_least("past_buckets", self.past_buckets, 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -160,6 +171,39 @@ def memory_gradients_impl(hp: EpisodicHparams, context: base.BuildContext) -> st
   return "past_only" if conv and jax.default_backend() == "cpu" else "vmap"
 
 
+def past_buckets_for(hp: EpisodicHparams) -> int:
+  """`hp.past_buckets` with None resolved: 4 on CPU, where a `lax.switch` runs
+  one branch, and 1 elsewhere, where members are vmapped and a switch under vmap
+  computes every branch."""
+  if hp.past_buckets is not None:
+    return hp.past_buckets
+  return 4 if jax.default_backend() == "cpu" else 1
+
+
+def prefix_sizes(num_tasks: int, buckets: int) -> tuple[int, ...]:
+  """The prefix lengths R of `on_past_prefix`: ⌈T·i / buckets⌉, i = 1..buckets."""
+  return tuple(sorted({-(-num_tasks * i // buckets) for i in range(1, buckets + 1)}))
+
+
+def on_past_prefix(memory: episodic_memory.EpisodicMemory, task: jax.Array,
+                   fn: Callable, sizes: tuple[int, ...]):
+  """fn(memory of tasks 0..R-1) for the smallest R in `sizes` (static, ascending,
+  the last T) with R ≥ task, which holds every past task k < task.
+
+  The shapes of what `fn` reads shrink with R, so a call early in a stream does
+  less work: the past tasks' gradients cost in proportion to R, and GEM's Gram
+  matrix of them more than that above 16 rows on XLA:CPU (BUILD.md). One branch
+  per size behind a `lax.switch`; `fn` must return the same shapes for every R.
+  Under a member vmap the switch becomes a select that computes every branch.
+  """
+  if len(sizes) == 1:
+    return fn(memory)
+  index = jnp.minimum(jnp.searchsorted(jnp.asarray(sizes, jnp.int32), task),
+                      len(sizes) - 1)
+  branches = [lambda _, r=r: fn(episodic_memory.first_tasks(memory, r)) for r in sizes]
+  return jax.lax.switch(index, branches, None)
+
+
 def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
                   correct: Correction) -> base.Learner:
   """The learner of the module docstring with step 3 replaced by `correct`."""
@@ -235,12 +279,15 @@ def make(hp: GEMHparams, context: base.BuildContext) -> base.Learner:
   """Builds GEM (pure functions; the runner compiles them)."""
   memory_clip = hp.grad_clip_norm if hp.clip_memory_grads else None
   impl = memory_gradients_impl(hp, context)
+  sizes = prefix_sizes(context.num_tasks, past_buckets_for(hp))
 
   def correct(memory_loss, params, memory, task, g):
-    past = past_tasks(memory, task)
-    G = task_gradients(memory_loss, params, memory, memory_clip, past, impl)
-    return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
-                          hp.qp_iterations)
+    def on(rows):
+      past = past_tasks(rows, task)
+      G = task_gradients(memory_loss, params, rows, memory_clip, past, impl)
+      return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
+                            hp.qp_iterations)
+    return on_past_prefix(memory, task, on, sizes)
 
   return make_episodic(hp, context, correct)
 
