@@ -75,13 +75,9 @@ def make(hp: AGEMHparams, context: base.BuildContext) -> base.Learner:
     union = jax.tree_util.tree_map(lambda a: a.reshape(-1, *a.shape[2:]), rows)
     return ravel_pytree(jax.grad(memory_loss)(params, union))[0]
 
-  sizes = gem.prefix_sizes(context.num_tasks, gem.past_buckets_for(hp))
-
   def correct(memory_loss, params, memory, task, g):
-    def on(rows):
-      g_ref = reference(memory_loss, params, rows, gem.past_tasks(rows, task, first))
-      return agem_projection(g, g_ref)
-    return gem.on_past_prefix(memory, task, on, sizes)
+    g_ref = reference(memory_loss, params, memory, gem.past_tasks(memory, task, first))
+    return agem_projection(g, g_ref)
 
   return gem.make_episodic(hp, context, correct)
 

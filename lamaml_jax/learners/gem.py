@@ -206,9 +206,11 @@ def on_past_prefix(memory: episodic_memory.EpisodicMemory, task: jax.Array,
 
 def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
                   correct: Correction) -> base.Learner:
-  """The learner of the module docstring with step 3 replaced by `correct`."""
+  """The learner of the module docstring with step 3 replaced by `correct`,
+  which sees the first R task memories (`on_past_prefix`): every past one."""
   network, layout = context.network, context.heads
   loss_fn = base.make_loss(network, layout)
+  sizes = prefix_sizes(context.num_tasks, past_buckets_for(hp))
 
   def memory_loss(params: Params, b: Batch) -> jax.Array:
     """`loss_fn` with in-head labels (task k's first class) on unfilled rows
@@ -237,7 +239,8 @@ def make_episodic(hp: EpisodicHparams, context: base.BuildContext,
     def glance(params, _):
       loss, grads = jax.value_and_grad(loss_fn)(params, batch)
       g = ravel_pytree(base.clip_by_global_norm(grads, hp.grad_clip_norm))[0]
-      g, metrics = correct(memory_loss, params, memory, task, g)
+      g, metrics = on_past_prefix(
+          memory, task, lambda rows: correct(memory_loss, params, rows, task, g), sizes)
       return base.sgd_step(params, unravel(g), state.lr), {"loss": loss, **metrics}
 
     params, outs = jax.lax.scan(glance, state.params, None, length=hp.glances)
@@ -279,15 +282,12 @@ def make(hp: GEMHparams, context: base.BuildContext) -> base.Learner:
   """Builds GEM (pure functions; the runner compiles them)."""
   memory_clip = hp.grad_clip_norm if hp.clip_memory_grads else None
   impl = memory_gradients_impl(hp, context)
-  sizes = prefix_sizes(context.num_tasks, past_buckets_for(hp))
 
   def correct(memory_loss, params, memory, task, g):
-    def on(rows):
-      past = past_tasks(rows, task)
-      G = task_gradients(memory_loss, params, rows, memory_clip, past, impl)
-      return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
-                            hp.qp_iterations)
-    return on_past_prefix(memory, task, on, sizes)
+    past = past_tasks(memory, task)
+    G = task_gradients(memory_loss, params, memory, memory_clip, past, impl)
+    return gem_projection(G, g, past, hp.memory_strength, hp.qp_epsilon,
+                          hp.qp_iterations)
 
   return make_episodic(hp, context, correct)
 
