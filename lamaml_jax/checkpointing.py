@@ -117,25 +117,57 @@ def _as_os_error(e: Exception, path: str) -> Optional[OSError]:
 class Checkpointer:
   """Save/restore of one pytree per step under `directory`.
 
+  orbax loads when first needed (`open`): a fresh run asks `latest_step` of an
+  absent or empty directory, which needs no orbax, and opens it later while
+  its device is busy.
+
   A failed write (on `save`, which waits for the previous one, or on `close`)
   raises OSError when the file system failed (no space, read-only, permissions),
   so that the caller can say so in one line; the checkpoints written before stay.
   """
 
   def __init__(self, directory: str, max_to_keep: int = 2):
-    # orbax loads here rather than at start-up (a few tenths of a second):
-    # train.run opens its checkpoints while the task program compiles.
-    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-    self._ocp = ocp
     self.directory = os.path.abspath(directory)
-    _silence_late_tensorstore_callbacks()
-    self._manager = ocp.CheckpointManager(
-        self.directory,
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=max_to_keep, create=True, cleanup_tmp_directories=True,
-            enable_async_checkpointing=True))
+    self._max_to_keep = max_to_keep
+    self._orbax = self._opened = None
+    self._closed = False
+    if distributed.process_count() > 1:
+      self.open()  # orbax's directory set-up is collective: every process, now
+
+  def open(self) -> None:
+    """Loads orbax (a few tenths of a second) and opens the directory; every
+    method below opens on first use, so calling this only chooses when that
+    cost is paid (train.run: while a task program runs). With several
+    processes, the constructor has opened it already."""
+    if self._opened is None and not self._closed:
+      import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+      _silence_late_tensorstore_callbacks()
+      self._orbax, self._opened = ocp, ocp.CheckpointManager(
+          self.directory,
+          options=ocp.CheckpointManagerOptions(
+              max_to_keep=self._max_to_keep, create=True, cleanup_tmp_directories=True,
+              enable_async_checkpointing=True))
+
+  @property
+  def _ocp(self):
+    self.open()
+    return self._orbax
+
+  @property
+  def _manager(self):
+    self.open()
+    return self._opened
 
   def latest_step(self) -> Optional[int]:
+    """The newest complete checkpoint's step; None if there is none (an absent
+    or empty directory answers without loading orbax)."""
+    if self._opened is None:
+      try:
+        with os.scandir(self.directory) as entries:
+          if next(entries, None) is None:
+            return None
+      except FileNotFoundError:
+        return None
     return self._manager.latest_step()
 
   def save(self, step: int, item: Any) -> None:
@@ -210,8 +242,9 @@ class Checkpointer:
 
   def close(self) -> None:
     """Waits for a pending write, then releases orbax's resources (idempotent)."""
-    if self._manager is not None:
-      manager, self._manager = self._manager, None
+    self._closed = True
+    if self._opened is not None:
+      manager, self._opened = self._opened, None
       with self._file_system_errors():
         try:
           manager.wait_until_finished()

@@ -23,7 +23,7 @@ import functools
 import os
 import sys
 import traceback
-from typing import Optional
+from typing import NoReturn, Optional
 
 from absl import app
 from absl import flags
@@ -196,7 +196,9 @@ def parse_flags(argv: list[str]) -> list[str]:
     return flags.FLAGS(argv)
 
 
-def run_cli(argv: Optional[list[str]] = None) -> None:
+def run_cli(argv: Optional[list[str]] = None) -> NoReturn:
+  """`python -m lamaml_jax.main`: runs `main`, then ends the process with its
+  exit status (`cli.exit_process`)."""
   argv = list(sys.argv if argv is None else argv)
   with clear_config_errors(argv):
     config = _define_config_flag(argv)
@@ -205,8 +207,8 @@ def run_cli(argv: Optional[list[str]] = None) -> None:
             flags_parser=parse_flags)
   except SystemExit as e:
     if any(a in HELP_FLAGS for a in argv[1:]) and e.code == 1:
-      sys.exit(0)  # absl exits 1 after printing the help that was asked for
-    raise
+      cli.exit_process(0)  # absl exits 1 after printing the help that was asked for
+    cli.exit_process(e.code)
 
 
 if __name__ == "__main__":

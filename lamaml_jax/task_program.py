@@ -230,6 +230,11 @@ class CompiledAhead:
           return lowered.compile()
       self._executables[num_steps] = self._pool.submit(compile_)
 
+  def compiling(self, num_steps: int) -> bool:
+    """Whether a compilation for `num_steps` is still running."""
+    future = self._executables.get(num_steps)
+    return future is not None and not future.done()
+
   def executable(self, *args: Any, num_steps: int) -> Callable:
     """The compiled program for these arguments (waits for its compilation)."""
     self.compile_ahead(*args, num_steps=num_steps)

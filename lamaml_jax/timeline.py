@@ -26,8 +26,9 @@ import jax
 
 from lamaml_jax import io_utils
 
-# Phases that run beside the others (in a thread), so they are not in the sum.
-BACKGROUND_PHASES = ("compile_train_program",)
+# Phases that run beside the others (in a thread, or on the host beside a
+# dispatched program that it would otherwise wait for), so they are not in the sum.
+BACKGROUND_PHASES = ("compile_train_program", "load_beside_program")
 
 
 class Timeline:

@@ -746,10 +746,6 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     ckpt = checkpointing.Checkpointer(os.path.join(workdir, CHECKPOINT_DIR),
                                       config.keep_checkpoints)
     newest_step = ckpt.latest_step()
-  # matplotlib loads now, while the task program compiles in the background,
-  # rather than at the end of the run, where nothing overlaps it.
-  with timeline.span("import_plots"):
-    importlib.import_module("lamaml_jax.plots")
   metrics_path = os.path.join(workdir, METRICS_FILE)
   latest = None
   newest = distributed.agree([-1 if newest_step is None else newest_step])
@@ -828,6 +824,19 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     return int(distributed.agree([lengths.next(step, steps)])[0, 0])
 
   loaded = (None, None)  # (data index, device arrays) of the segment's data
+  loaded_meanwhile = False
+
+  def load_meanwhile(phase: str):
+    """Loads what only checkpoints and the end of the run need (orbax and
+    matplotlib, half a second), once, while the host would otherwise be idle:
+    during a compilation still running or beside a task program of more than
+    one step."""
+    nonlocal loaded_meanwhile
+    loaded_meanwhile = True
+    with timeline.span(phase):
+      ckpt.open()
+      importlib.import_module("lamaml_jax.plots")
+
   # Leaving the block, normally or not, waits for a checkpoint still being written.
   with programs, ckpt, \
       (io_utils.JsonlWriter(metrics_path) if primary else io_utils.Discard()) as log, \
@@ -847,9 +856,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
         start = schedule.first_step(t) + progress.step
         args = (state, x, y, sample_task, stream_id, data_roots,
                 place.shared(np.int32(start)), place.shared(np.int32(n)))
+        if not loaded_meanwhile and programs.compiling(lengths.capacity(steps)):
+          load_meanwhile("load_while_compiling")  # else the host would only wait
         program = programs.executable(*args, num_steps=lengths.capacity(steps))
         began = time.perf_counter()
         state, m = program(*args)
+        if not loaded_meanwhile and n > 1:
+          # The program runs meanwhile: dispatched, it needs no host thread.
+          load_meanwhile("load_beside_program")
         m = {k: v[:, :n] for k, v in place.unpad(place.fetch(m)).items()}
         lengths.measured(n, time.perf_counter() - began)
         timeline.add("train_program", time.perf_counter() - began, began)

@@ -3,6 +3,8 @@ import hashlib
 import logging
 import os
 import re
+import subprocess
+import sys
 
 import chex
 import numpy as np
@@ -108,3 +110,28 @@ def test_when_none_verifies_the_error_names_each_and_nothing_moves(tmp_path):
                        r"checkpoint 10 .*pass --overwrite to start the run afresh"):
       ckpt.restore(_tree(0.0))
   assert sorted(os.listdir(tmp_path)) == ["10", "20"]
+
+
+_FRESH_DIRECTORY = """
+import sys
+from lamaml_jax import checkpointing
+ckpt = checkpointing.Checkpointer(sys.argv[1])
+assert ckpt.latest_step() is None
+assert "orbax.checkpoint" not in sys.modules, "a fresh run should not wait for orbax"
+ckpt.save(5, {"w": [1.0, 2.0]})
+ckpt.close()
+print(checkpointing.Checkpointer(sys.argv[1]).latest_step())
+"""
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_a_fresh_directory_has_no_checkpoint_without_loading_orbax(existing, tmp_path):
+  directory = tmp_path / "checkpoints"
+  if existing:
+    directory.mkdir()  # empty, as a run killed before its first checkpoint leaves it
+  result = subprocess.run(
+      [sys.executable, "-c", _FRESH_DIRECTORY, str(directory)],
+      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+      capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert result.stdout.strip() == "5"

@@ -89,8 +89,41 @@ def test_a_short_run_from_the_command_line(tmp_path, production_xla_env):
   assert phases["evaluate"]["calls"] == 3  # the untrained model and each task
   assert phases["train_program"]["calls"] >= 2 and phases["build"]["calls"] == 1
   assert {"imports_and_flags", "compile_train_program", "write_outputs"} <= set(phases)
+  # orbax and matplotlib load once, while the host would wait for the device.
+  loads = [p for p in ("load_while_compiling", "load_beside_program") if p in phases]
+  assert len(loads) == 1 and phases[loads[0]]["calls"] == 1, phases
   assert any(cache.iterdir()), "the task program should be in the compilation cache"
   assert "task 2/2" in result.stderr and "RA" in result.stderr
   assert (workdir / "results.json").exists()
   assert f"Outputs in {workdir} (results: {workdir}/results.json)" in result.stderr
   assert '"seed": 3' in (workdir / "config.json").read_text()
+
+
+_EXITS = """
+import atexit, sys, threading, time
+from lamaml_jax import cli
+out = sys.argv[1]
+atexit.register(lambda: print("atexit handler ran", flush=False))
+def late_write():  # a non-daemon thread still working when the main one exits
+  time.sleep(0.3)
+  with open(out, "w") as f:
+    f.write("written")
+threading.Thread(target=late_write).start()
+print("buffered stdout", end="")
+sys.stderr.write("buffered stderr")
+cli.exit_process(eval(sys.argv[2]))
+raise AssertionError("exit_process returned")
+"""
+
+
+@pytest.mark.parametrize("code,status", [(None, 0), (0, 0), (3, 3), ("error: bad", 1)])
+def test_exit_process_keeps_what_the_interpreter_would_do_before_its_teardown(
+    code, status, tmp_path):
+  out = tmp_path / "late.txt"
+  result = subprocess.run([sys.executable, "-c", _EXITS, str(out), repr(code)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+  assert result.returncode == status, result.stderr[-2000:]
+  assert result.stdout == "buffered stdoutatexit handler ran\n"
+  assert result.stderr.startswith("buffered stderr"), result.stderr[-2000:]
+  assert ("error: bad" in result.stderr) == isinstance(code, str)
+  assert out.read_text() == "written"  # the thread was joined
