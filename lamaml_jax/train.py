@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib
 import json
 import math
@@ -824,18 +825,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
     return int(distributed.agree([lengths.next(step, steps)])[0, 0])
 
   loaded = (None, None)  # (data index, device arrays) of the segment's data
-  loaded_meanwhile = False
+  # What only checkpoints and the end of the run need (orbax, then matplotlib:
+  # half a second), loaded while the host would otherwise be idle.
+  to_load = [ckpt.open, functools.partial(importlib.import_module, "lamaml_jax.plots")]
 
-  def load_meanwhile(phase: str):
-    """Loads what only checkpoints and the end of the run need (orbax and
-    matplotlib, half a second), once, while the host would otherwise be idle:
-    during a compilation still running or beside a task program of more than
-    one step."""
-    nonlocal loaded_meanwhile
-    loaded_meanwhile = True
+  def load_meanwhile(phase: str, still_idle: Callable[[], bool] = lambda: True):
     with timeline.span(phase):
-      ckpt.open()
-      importlib.import_module("lamaml_jax.plots")
+      while to_load and still_idle():
+        to_load.pop(0)()
 
   # Leaving the block, normally or not, waits for a checkpoint still being written.
   with programs, ckpt, \
@@ -856,14 +853,14 @@ def _run_locked(config: ml_collections.ConfigDict, workdir: str, parts: Parts,
         start = schedule.first_step(t) + progress.step
         args = (state, x, y, sample_task, stream_id, data_roots,
                 place.shared(np.int32(start)), place.shared(np.int32(n)))
-        if not loaded_meanwhile and programs.compiling(lengths.capacity(steps)):
-          load_meanwhile("load_while_compiling")  # else the host would only wait
-        program = programs.executable(*args, num_steps=lengths.capacity(steps))
+        capacity = lengths.capacity(steps)
+        if to_load and programs.compiling(capacity):  # else the host would only wait
+          load_meanwhile("load_while_compiling", lambda: programs.compiling(capacity))
+        program = programs.executable(*args, num_steps=capacity)
         began = time.perf_counter()
         state, m = program(*args)
-        if not loaded_meanwhile and n > 1:
-          # The program runs meanwhile: dispatched, it needs no host thread.
-          load_meanwhile("load_beside_program")
+        if to_load and n > 1:  # a program that runs long enough (not the probe):
+          load_meanwhile("load_beside_program")  # dispatched, it needs no host thread
         m = {k: v[:, :n] for k, v in place.unpad(place.fetch(m)).items()}
         lengths.measured(n, time.perf_counter() - began)
         timeline.add("train_program", time.perf_counter() - began, began)

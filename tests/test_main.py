@@ -89,9 +89,11 @@ def test_a_short_run_from_the_command_line(tmp_path, production_xla_env):
   assert phases["evaluate"]["calls"] == 3  # the untrained model and each task
   assert phases["train_program"]["calls"] >= 2 and phases["build"]["calls"] == 1
   assert {"imports_and_flags", "compile_train_program", "write_outputs"} <= set(phases)
-  # orbax and matplotlib load once, while the host would wait for the device.
-  loads = [p for p in ("load_while_compiling", "load_beside_program") if p in phases]
-  assert len(loads) == 1 and phases[loads[0]]["calls"] == 1, phases
+  # orbax and matplotlib load while the host would wait for the device: during
+  # the compilation, beside the first long program, or in part in each.
+  loads = [phases[p]["calls"] for p in ("load_while_compiling", "load_beside_program")
+           if p in phases]
+  assert loads and all(c == 1 for c in loads), phases
   assert any(cache.iterdir()), "the task program should be in the compilation cache"
   assert "task 2/2" in result.stderr and "RA" in result.stderr
   assert (workdir / "results.json").exists()
