@@ -12,8 +12,9 @@ the calls per run. The phases are `train.run`'s (see `lamaml_jax.timeline`):
 `compile_train_program` runs in a background thread beside the phases after it,
 and `load_beside_program` (orbax and matplotlib) on the host while a dispatched
 task program runs, so neither is in the sum (`load_while_compiling` is the same
-load when the host would otherwise wait for the compilation); `interpreter_and_exit` is the process wall time less
-the time from main.py's first line to the end of its run; `other` is the part of
+load while the host would otherwise wait for the compilation);
+`interpreter_and_exit` is the process wall time less the time from main.py's
+first line to the end of its run; `other` is the part of
 the run no phase covers (the loop's own host work, writer set-up and close).
 Compare figures only with ones measured in the same session on the same machine.
 """

@@ -129,7 +129,7 @@ class Checkpointer:
   def __init__(self, directory: str, max_to_keep: int = 2):
     self.directory = os.path.abspath(directory)
     self._max_to_keep = max_to_keep
-    self._orbax = self._opened = None
+    self._opened = None  # the CheckpointManager, once open
     self._closed = False
     if distributed.process_count() > 1:
       self.open()  # orbax's directory set-up is collective: every process, now
@@ -142,7 +142,7 @@ class Checkpointer:
     if self._opened is None and not self._closed:
       import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
       _silence_late_tensorstore_callbacks()
-      self._orbax, self._opened = ocp, ocp.CheckpointManager(
+      self._opened = ocp.CheckpointManager(
           self.directory,
           options=ocp.CheckpointManagerOptions(
               max_to_keep=self._max_to_keep, create=True, cleanup_tmp_directories=True,
@@ -150,8 +150,8 @@ class Checkpointer:
 
   @property
   def _ocp(self):
-    self.open()
-    return self._orbax
+    import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+    return ocp
 
   @property
   def _manager(self):
